@@ -1,0 +1,151 @@
+//! Command line: every flag documented here is the user's whole interface.
+
+use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Trace how the Go runtime preempts goroutines in a running Go program, from sysmon's tick
+/// to the goroutine leaving the CPU, with eBPF (uprobes on the runtime, signal tracepoints).
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN). Works on unmodified Go 1.21+
+/// binaries; attaches entry probes only and detaches on exit, Ctrl-C or SIGKILL.
+#[derive(Debug, Parser)]
+#[command(
+    name = "goprobe",
+    version,
+    after_help = "Examples:\n  \
+        sudo goprobe --pid 1234                  trace a running process until Ctrl-C\n  \
+        sudo goprobe --pid 1234 --duration 10    trace for 10 seconds, then summarise\n  \
+        sudo goprobe --json -o trace.jsonl -- ./app --flag   start ./app traced from its first instruction\n  \
+        sudo goprobe --list-probes --pid 1234    show what would be attached, attach nothing\n\n\
+        Exit status: 0 ok (with `-- CMD`: the command's own status), 1 runtime error, 2 usage error."
+)]
+pub struct Cli {
+    /// Process id of the Go program to trace.
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<NonZeroU32>,
+
+    /// Stop after this many seconds (fractions allowed), then print the summary.
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Output format on stdout (or the --output file).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Shorthand for `--format json`: one JSON object per line (`type` = "event" or
+    /// "summary"); schema in README.md.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+
+    /// Write trace output to FILE instead of stdout (diagnostics stay on stderr).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print only the summary, not one line per event.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Show which link of the preemption chain each probe observes and where it would be
+    /// attached, then exit without attaching anything.
+    #[arg(long)]
+    pub list_probes: bool,
+
+    /// Size of the kernel→user ring buffer in KiB (power of two, at least 4 KiB). Raise it
+    /// if the summary reports lost events.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
+    pub ringbuf_kib: u32,
+
+    /// More diagnostics on stderr; with -v a failed BPF load prints the whole verifier log.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Program to start and trace from its first instruction, with its arguments (after
+    /// `--`). goprobe exits with its exit status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One readable line per event, then a text summary.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+impl Cli {
+    pub fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!(
+            "duration must be a positive number of seconds, not `{text}`"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
+    let kib: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size in KiB"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > (1 << 20) {
+        return Err(format!(
+            "ring buffer size must be a power of two between 4 and 1048576 KiB, not {kib}"
+        ));
+    }
+    Ok(kib)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let cli = Cli::try_parse_from(["goprobe", "--json", "--", "./app", "-x", "1"]).unwrap();
+        assert_eq!(cli.command, ["./app", "-x", "1"]);
+        assert_eq!(cli.format(), Format::Json);
+    }
+
+    #[test]
+    fn pid_and_command_conflict() {
+        let err = Cli::try_parse_from(["goprobe", "-p", "1", "--", "./app"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["goprobe", "-p", "0"][..],
+            &["goprobe", "-p", "x"],
+            &["goprobe", "-p", "1", "-d", "-3"],
+            &["goprobe", "-p", "1", "--ringbuf-kib", "1000"],
+        ] {
+            assert!(
+                Cli::try_parse_from(args).is_err(),
+                "{args:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn fractional_duration() {
+        let cli = Cli::try_parse_from(["goprobe", "-p", "7", "-d", "0.5"]).unwrap();
+        assert_eq!(cli.duration, Some(Duration::from_millis(500)));
+    }
+}

@@ -1,0 +1,22 @@
+//! goprobe: a kernel-level preemption tracer for Go.
+//!
+//! The crate is laid out along the data flow:
+//! [`cli`] → [`preflight`] (host checks) → [`target`] (the process) → [`gobin`] (the Go
+//! binary: build info, pclntab, struct offsets) → [`probes`] (what to hook where) →
+//! [`loader`] (the BPF object and its links) → [`ringbuf`] → [`events`] (decoding) →
+//! [`correlate`] → [`summary`] → [`output`] (one module per format). [`run`] drives one
+//! session through all of them.
+
+pub mod cli;
+pub mod correlate;
+pub mod events;
+pub mod gobin;
+pub mod loader;
+pub mod output;
+pub mod preflight;
+pub mod probes;
+pub mod ringbuf;
+pub mod run;
+pub mod summary;
+pub mod symbolize;
+pub mod target;

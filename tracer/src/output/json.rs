@@ -1,0 +1,204 @@
+//! JSON lines: one object per event (`"type":"event"`), then one `"type":"summary"`.
+//! Schema (versioned by `schema`) is documented in README.md; fields that could not be
+//! read are `null`, never a made-up value.
+
+use std::io::{self, Write};
+
+use serde_json::{Map, Value, json};
+use tracer_common::EventKind;
+
+use super::{EventView, Output};
+use crate::{
+    correlate::Meaning,
+    events::{EventData, kind_name},
+    summary::Summary,
+    symbolize::Location,
+};
+
+/// Bumped on any incompatible change to the objects below.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub struct JsonOutput<W: Write> {
+    out: W,
+    events: bool,
+}
+
+impl<W: Write> JsonOutput<W> {
+    pub fn new(out: W, events: bool) -> Self {
+        JsonOutput { out, events }
+    }
+}
+
+fn location(loc: Option<&Location>) -> Value {
+    loc.map_or(Value::Null, |loc| {
+        json!({
+            "function": loc.function,
+            "file": loc.file,
+            "line": loc.line,
+            "inlined_into": loc.inlined_into,
+        })
+    })
+}
+
+fn hex(pc: u64) -> Value {
+    Value::String(format!("{pc:#x}"))
+}
+
+pub fn event_object(view: &EventView<'_>) -> Value {
+    let event = view.event;
+    let mut obj = Map::new();
+    obj.insert("type".into(), "event".into());
+    obj.insert("kind".into(), kind_name(event.kind).into());
+    obj.insert("ts_ns".into(), event.ts_ns.into());
+    obj.insert("tid".into(), event.tid.into());
+    obj.insert("tgid".into(), event.tgid.into());
+    obj.insert("cpu".into(), event.cpu.into());
+    let caller = || {
+        view.caller
+            .as_ref()
+            .map_or(Value::Null, |c| c.function.clone().into())
+    };
+    let fields = match &event.data {
+        EventData::SysmonTick { now_ns } => json!({ "now_ns": now_ns }),
+        EventData::PreemptRequest {
+            p_id,
+            m_tid,
+            goid,
+            schedtick,
+            schedwhen_ns,
+            caller_pc,
+            ..
+        } => json!({
+            "p_id": p_id, "m_tid": m_tid, "goid": goid, "schedtick": schedtick,
+            "schedwhen_ns": schedwhen_ns,
+            "running_ns": schedwhen_ns.map(|when| event.ts_ns as i64 - when),
+            "caller": caller(), "caller_pc": hex(*caller_pc),
+        }),
+        EventData::SignalM {
+            m_id,
+            m_tid,
+            goid,
+            p_id,
+            sig,
+            caller_pc,
+            ..
+        } => json!({
+            "m_id": m_id, "m_tid": m_tid, "goid": goid, "p_id": p_id, "sig": sig,
+            "caller": caller(), "caller_pc": hex(*caller_pc),
+        }),
+        EventData::Tgkill {
+            target_tgid,
+            target_tid,
+            sig,
+        } => json!({ "target_tgid": target_tgid, "target_tid": target_tid, "sig": sig }),
+        EventData::SignalGenerate {
+            target_tid,
+            sig,
+            code,
+            group,
+            result,
+        } => json!({
+            "target_tid": target_tid, "sig": sig, "code": code, "group": group,
+            "result": result.name(),
+        }),
+        EventData::SignalDeliver {
+            user_pc, sig, code, ..
+        } => json!({
+            "sig": sig, "code": code, "pc": hex(*user_pc),
+            "location": location(view.location.as_deref()),
+        }),
+        EventData::Goroutine {
+            goid,
+            pc,
+            g_status,
+            preempted,
+            preempt_flags,
+            ..
+        } => {
+            let (path, action) = match view.meaning {
+                Meaning::Preemption(p) => {
+                    (Value::from(p.path.name()), Value::from(p.action.name()))
+                }
+                Meaning::VoluntaryYield => (Value::Null, Value::from("yield")),
+                Meaning::None => (Value::Null, Value::Null),
+            };
+            json!({
+                "goid": goid, "pc": pc.map(hex), "g_status": g_status,
+                "preempted": preempted,
+                "g_preempt": preempt_flags.map(|f| f.0),
+                "g_preempt_stop": preempt_flags.map(|f| f.1),
+                "path": path, "action": action,
+                "location": location(view.location.as_deref()),
+            })
+        }
+    };
+    if let Value::Object(fields) = fields {
+        obj.extend(fields);
+    }
+    Value::Object(obj)
+}
+
+pub fn summary_object(s: &Summary) -> Value {
+    let per_kind = |counts: &crate::loader::PerKind| {
+        EventKind::ALL
+            .into_iter()
+            .map(|kind| (kind_name(kind).to_string(), Value::from(counts.get(kind))))
+            .collect::<Map<_, _>>()
+    };
+    let threads: Map<_, _> = s
+        .per_thread
+        .iter()
+        .map(|(tid, counts)| (tid.to_string(), Value::Object(per_kind(counts))))
+        .collect();
+    let p = &s.preemptions;
+    let run = &s.run;
+    json!({
+        "type": "summary",
+        "schema": SCHEMA_VERSION,
+        "pid": run.pid,
+        "binary": run.binary,
+        "go_version": run.go_version,
+        "duration_ns": run.duration_ns,
+        "end_reason": run.end_reason,
+        "events": per_kind(&s.received),
+        "events_total": s.received.total(),
+        "lost": per_kind(&s.kernel.lost),
+        "lost_total": s.lost_total(),
+        "read_errors": per_kind(&s.kernel.read_errors),
+        "unaccounted": s.unaccounted(),
+        "malformed": s.malformed,
+        "preemptions": {
+            "async": s.async_preemptions(),
+            "async_reschedule": p.async_reschedule,
+            "async_park": p.async_park,
+            "cooperative": p.cooperative(),
+            "stack_check_reschedule": p.stack_check_reschedule,
+            "stack_check_park": p.stack_check_park,
+            "voluntary_yields": s.voluntary_yields,
+        },
+        "threads": threads,
+        "probes": run.probes.iter().map(|probe| json!({
+            "link": probe.link, "program": probe.program, "target": probe.target,
+            "status": probe.status, "attached": probe.attached,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl<W: Write> Output for JsonOutput<W> {
+    fn event(&mut self, view: &EventView<'_>) -> io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
+        serde_json::to_writer(&mut self.out, &event_object(view))?;
+        self.out.write_all(b"\n")
+    }
+
+    fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &summary_object(summary))?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,28 @@
+//! Output formats. Each renders the same two things: one event (with what correlation
+//! made of it) and the final summary. Data goes to stdout or `--output`; diagnostics
+//! never do.
+
+pub mod json;
+pub mod text;
+
+use std::{io, rc::Rc};
+
+use crate::{correlate::Meaning, events::Event, summary::Summary, symbolize::Location};
+
+/// An event with everything needed to render it.
+pub struct EventView<'a> {
+    pub event: &'a Event,
+    pub meaning: &'a Meaning,
+    /// Where the thread or goroutine was (signal delivery, handler, async preemption).
+    pub location: Option<Rc<Location>>,
+    /// The function that made the call (`preemptone`'s and `signalM`'s callers).
+    pub caller: Option<Rc<Location>>,
+    /// Nanoseconds since tracing started.
+    pub rel_ns: i64,
+}
+
+pub trait Output {
+    fn event(&mut self, view: &EventView<'_>) -> io::Result<()>;
+    fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}

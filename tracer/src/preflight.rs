@@ -1,0 +1,147 @@
+//! Host checks before anything is loaded: privileges, uprobe support, tracefs (mounted by
+//! goprobe itself when missing). Each failure names the fix.
+
+use std::{fs, io, path::Path};
+
+use thiserror::Error;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
+
+#[derive(Debug, Error)]
+pub enum PreflightError {
+    #[error(
+        "goprobe needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
+         (missing: {missing}); run it with sudo"
+    )]
+    NotPrivileged { missing: String },
+    #[error(
+        "this kernel has no uprobe support ({UPROBE_PMU} is missing): goprobe needs a kernel \
+         built with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS"
+    )]
+    NoUprobes,
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed ({source}); mount it with \
+         `mount -t tracefs nodev {TRACEFS}` (or give goprobe CAP_SYS_ADMIN)"
+    )]
+    TracefsMount {
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "tracefs at {TRACEFS} has no events/{what} (kernel built without \
+         CONFIG_FTRACE_SYSCALLS or signal tracepoints?)"
+    )]
+    MissingTracepoint { what: &'static str },
+}
+
+// Capability bit numbers (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities from `/proc/self/status`.
+fn effective_capabilities() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_cap_eff(&status))
+        .unwrap_or(0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
+    [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| cap_eff & (1 << bit) == 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+pub fn check_privileges() -> Result<(), PreflightError> {
+    let missing = missing_capabilities(effective_capabilities());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PreflightError::NotPrivileged {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+pub fn check_uprobes() -> Result<(), PreflightError> {
+    if Path::new(UPROBE_PMU).exists() {
+        Ok(())
+    } else {
+        Err(PreflightError::NoUprobes)
+    }
+}
+
+/// Makes sure tracefs is usable, mounting it if needed. Returns true if goprobe mounted it.
+pub fn ensure_tracefs() -> Result<bool, PreflightError> {
+    let events = Path::new(TRACEFS).join("events");
+    let mut mounted = false;
+    if !events.exists() {
+        mount_tracefs().map_err(|source| PreflightError::TracefsMount { source })?;
+        mounted = true;
+    }
+    for (dir, what) in [
+        ("syscalls/sys_enter_tgkill", "syscalls/sys_enter_tgkill"),
+        ("signal/signal_deliver", "signal/signal_deliver"),
+        ("signal/signal_generate", "signal/signal_generate"),
+    ] {
+        if !events.join(dir).exists() {
+            return Err(PreflightError::MissingTracepoint { what });
+        }
+    }
+    Ok(mounted)
+}
+
+fn mount_tracefs() -> io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in constant");
+    let (source, target, fstype) = (c("nodev"), c(TRACEFS), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capabilities() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert!(missing_capabilities(0x1ff_ffff_ffff).is_empty());
+        assert_eq!(
+            missing_capabilities(0),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities(1 << CAP_SYS_ADMIN),
+            ["CAP_BPF", "CAP_PERFMON"]
+        );
+    }
+}

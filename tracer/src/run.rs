@@ -1,0 +1,399 @@
+//! One tracing session, start to end: analyse the binary, plan and attach the probes,
+//! stream and correlate events, detach, summarise.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+use tracer_common::ProbeConfig;
+
+use crate::{
+    cli::{Cli, Format},
+    correlate::Correlator,
+    events::{Event, EventData},
+    gobin::GoBinary,
+    loader::LoadedTracer,
+    output::{EventView, Output, json::JsonOutput, text::TextOutput},
+    preflight,
+    probes::{self, PlanStatus, PlannedProbe, ProbeTarget, ReleaseFacts},
+    ringbuf::{self, Record},
+    summary::{Aggregator, ProbeLine, RunInfo},
+    symbolize::Symbolizer,
+    target::{self, ExitStatus, ExitWatch, Target},
+};
+
+/// Oldest Go release goprobe knows the runtime of.
+const OLDEST_GO_MINOR: u32 = 21;
+
+/// Why tracing stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndReason {
+    TargetExited(ExitStatus),
+    Duration,
+    Interrupt,
+    Terminate,
+}
+
+impl EndReason {
+    fn describe(self) -> String {
+        match self {
+            EndReason::TargetExited(ExitStatus::Code(code)) => {
+                format!("target exit (status {code})")
+            }
+            EndReason::TargetExited(ExitStatus::Signal(sig)) => {
+                format!("target exit (signal {sig})")
+            }
+            EndReason::TargetExited(ExitStatus::Unknown) => "target exit".into(),
+            EndReason::Duration => "--duration".into(),
+            EndReason::Interrupt => "SIGINT".into(),
+            EndReason::Terminate => "SIGTERM".into(),
+        }
+    }
+}
+
+/// Runs goprobe; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let (binary_path, existing) = match (cli.pid, cli.command.first()) {
+        (Some(pid), _) => {
+            let target = Target::existing(pid)?;
+            (target.attach_path.clone(), Some(target))
+        }
+        (None, Some(command)) => (target::resolve_command(command)?, None),
+        (None, None) => bail!("nothing to trace: give --pid PID or -- CMD [ARGS...]"),
+    };
+    let binary = Arc::new(analyse(&binary_path)?);
+    let version = binary.go_version().cloned().context(
+        "cannot tell which Go release built this binary (no build info or version string)",
+    )?;
+    if (version.major, version.minor) < (1, OLDEST_GO_MINOR) {
+        bail!(
+            "{} was built by {version}; goprobe supports Go 1.{OLDEST_GO_MINOR} and newer \
+             (rebuild with a newer Go)",
+            binary_path.display()
+        );
+    }
+    let facts = ReleaseFacts::for_version(&version);
+    let plan = probes::plan(&binary, facts)?;
+    let config = probe_config(&binary, facts);
+
+    if cli.list_probes {
+        print_plan(&binary_path, &version.raw, &plan);
+        return Ok(0);
+    }
+
+    preflight::check_privileges()?;
+    preflight::check_uprobes()?;
+    if preflight::ensure_tracefs()? {
+        eprintln!("goprobe: mounted tracefs at /sys/kernel/tracing");
+    }
+
+    let mut tracer = LoadedTracer::load(&config, cli.ringbuf_kib * 1024)
+        .map_err(|err| verifier_detail(err, cli.verbose))?;
+    let (target, paused) = match existing {
+        Some(target) => (target, None),
+        None => {
+            let (target, paused) = target::spawn_paused(&binary_path, &cli.command)?;
+            (target, Some(paused))
+        }
+    };
+    let attached = attach(&mut tracer, &plan, &target);
+    let outcomes = match attached {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            if let Some(paused) = paused {
+                paused.abort();
+            }
+            return Err(err);
+        }
+    };
+    warn_async_preemption_off(&target);
+    let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
+    if let Some(paused) = paused {
+        paused.release()?;
+    }
+    let attached_count = outcomes.iter().filter(|line| line.attached).count();
+    eprintln!(
+        "goprobe: attached {attached_count} probes to pid {} ({}, {version}); tracing{}",
+        target.pid,
+        binary_path.display(),
+        if cli.command.is_empty() {
+            "; Ctrl-C to stop"
+        } else {
+            ""
+        }
+    );
+
+    let bias = if binary.is_pie() {
+        target::load_bias(target.pid, &binary_path, &binary.load_segments()).unwrap_or_else(|| {
+            eprintln!("goprobe: warning: cannot find the PIE load address; locations unavailable");
+            u64::MAX
+        })
+    } else {
+        0
+    };
+
+    let ring = tracer.take_events()?;
+    let (tx, mut rx) = mpsc::channel::<Record>(65_536);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = tokio::spawn(ringbuf::drain(ring, tx, stop_rx));
+
+    let mut pipeline = Pipeline {
+        correlator: Correlator::new(),
+        aggregator: Aggregator::new(),
+        symbolizer: Symbolizer::new(Arc::clone(&binary), bias),
+        output: open_output(&cli)?,
+        start_ns: monotonic_ns(),
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
+    let sleep = tokio::time::sleep(deadline);
+    tokio::pin!(sleep);
+
+    let end = loop {
+        tokio::select! {
+            record = rx.recv() => {
+                let Some(record) = record else {
+                    bail!("the ring buffer reader stopped unexpectedly");
+                };
+                pipeline.process(record)?;
+                if rx.is_empty() {
+                    pipeline.output.flush()?;
+                }
+            }
+            status = exit_watch.exited() => break EndReason::TargetExited(status?),
+            _ = &mut sleep => break EndReason::Duration,
+            _ = sigint.recv() => break EndReason::Interrupt,
+            _ = sigterm.recv() => break EndReason::Terminate,
+        }
+    };
+
+    // Detach first, then read the kernel's counters: every record they count as
+    // submitted is then already in the ring buffer, which we drain last.
+    let kernel = tracer
+        .detach()
+        .context("reading the kernel-side counters")?;
+    let _ = stop_tx.send(true);
+    while let Some(record) = rx.recv().await {
+        pipeline.process(record)?;
+    }
+    reader.await.context("ring buffer reader")??;
+    let duration_ns = monotonic_ns().saturating_sub(pipeline.start_ns);
+    let Pipeline {
+        aggregator,
+        mut output,
+        ..
+    } = pipeline;
+
+    let run = RunInfo {
+        pid: target.pid.get(),
+        binary: binary_path.display().to_string(),
+        go_version: version.raw.clone(),
+        duration_ns,
+        probes: outcomes,
+        end_reason: end.describe(),
+    };
+    let summary = aggregator.finish(run, kernel);
+    output.summary(&summary)?;
+    output.flush()?;
+    if summary.lost_total() > 0 {
+        eprintln!(
+            "goprobe: warning: {} events were lost because the ring buffer was full; \
+             retry with a larger --ringbuf-kib (now {})",
+            summary.lost_total(),
+            cli.ringbuf_kib
+        );
+    }
+
+    Ok(match end {
+        EndReason::TargetExited(status) if target.is_child => status.as_exit_code(),
+        EndReason::Interrupt if target.is_child => 130,
+        EndReason::Terminate if target.is_child => 143,
+        _ => 0,
+    })
+}
+
+/// Everything an event goes through after decoding, in order.
+struct Pipeline {
+    correlator: Correlator,
+    aggregator: Aggregator,
+    symbolizer: Symbolizer,
+    output: Box<dyn Output>,
+    start_ns: u64,
+}
+
+impl Pipeline {
+    fn process(&mut self, record: Record) -> io::Result<()> {
+        match record {
+            Record::Event(event) => {
+                let meaning = self.correlator.observe(&event);
+                self.aggregator.add(&event, &meaning);
+                let (location, caller) = locations(&mut self.symbolizer, &event);
+                self.output.event(&EventView {
+                    event: &event,
+                    meaning: &meaning,
+                    location,
+                    caller,
+                    rel_ns: event.ts_ns as i64 - self.start_ns as i64,
+                })
+            }
+            Record::Malformed(err) => {
+                self.aggregator.add_malformed();
+                eprintln!("goprobe: warning: malformed record: {err}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn analyse(path: &Path) -> anyhow::Result<GoBinary> {
+    GoBinary::open(path).with_context(|| format!("analysing {}", path.display()))
+}
+
+/// The kernel side's view of the binary: offsets (none yet) and release facts.
+fn probe_config(_binary: &GoBinary, facts: ReleaseFacts) -> ProbeConfig {
+    ProbeConfig {
+        gosched_has_preempted_arg: u32::from(facts.gosched_has_preempted_arg),
+        ..ProbeConfig::UNKNOWN
+    }
+}
+
+fn attach(
+    tracer: &mut LoadedTracer,
+    plan: &[PlannedProbe],
+    target: &Target,
+) -> anyhow::Result<Vec<ProbeLine>> {
+    tracer.trace_tgid(target.pid.get())?;
+    let outcomes = tracer.attach(plan, &target.attach_path, target.pid)?;
+    let mut lines = Vec::new();
+    for planned in plan {
+        let target_text = match planned.spec.target {
+            ProbeTarget::Uprobe { function, .. } => function.to_string(),
+            ProbeTarget::Tracepoint { category, name } => format!("{category}:{name}"),
+        };
+        let outcome = outcomes.iter().find(|o| o.program == planned.spec.program);
+        let (status, attached) = match (&planned.status, outcome) {
+            (_, Some(outcome)) => match &outcome.result {
+                Ok(()) => (attached_text(&planned.status), true),
+                Err(err) => {
+                    if matches!(planned.spec.requirement, probes::Requirement::Required) {
+                        bail!(
+                            "attaching {} ({}) failed: {err}; the {} link cannot be observed",
+                            planned.spec.program,
+                            target_text,
+                            planned.spec.link.name()
+                        );
+                    }
+                    eprintln!(
+                        "goprobe: warning: {} not attached ({err}); the {} link is not observed",
+                        planned.spec.program,
+                        planned.spec.link.name()
+                    );
+                    (format!("failed: {err}"), false)
+                }
+            },
+            (PlanStatus::Absent { note }, None) => (format!("absent: {note}"), false),
+            (PlanStatus::NotApplicable { reason }, None) => (format!("not used: {reason}"), false),
+            (_, None) => ("not attached".into(), false),
+        };
+        lines.push(ProbeLine {
+            link: planned.spec.link.name(),
+            program: planned.spec.program,
+            target: target_text,
+            status,
+            attached,
+        });
+    }
+    Ok(lines)
+}
+
+fn attached_text(status: &PlanStatus) -> String {
+    match status {
+        PlanStatus::Uprobe { placement, .. } if placement.offset_in_function > 0 => {
+            format!("attached at +{:#x}", placement.offset_in_function)
+        }
+        _ => "attached".into(),
+    }
+}
+
+fn print_plan(path: &Path, version: &str, plan: &[PlannedProbe]) {
+    println!("{} ({version})", path.display());
+    println!("{:<19} {:<26} {:<22} status", "link", "hooked", "program");
+    for planned in plan {
+        println!("{planned}");
+    }
+}
+
+fn warn_async_preemption_off(target: &Target) {
+    let off = target.godebug.as_deref().is_some_and(|godebug| {
+        godebug
+            .split(',')
+            .any(|kv| kv.trim() == "asyncpreemptoff=1")
+    });
+    if off {
+        eprintln!(
+            "goprobe: note: the target runs with GODEBUG=asyncpreemptoff=1: sysmon still \
+             requests preemption, but no SIGURG, signal delivery or asyncPreempt2 will follow"
+        );
+    }
+}
+
+fn locations(
+    symbolizer: &mut Symbolizer,
+    event: &Event,
+) -> (
+    Option<std::rc::Rc<crate::symbolize::Location>>,
+    Option<std::rc::Rc<crate::symbolize::Location>>,
+) {
+    match &event.data {
+        EventData::SignalDeliver { user_pc, .. } => (symbolizer.locate(*user_pc), None),
+        EventData::Goroutine { pc: Some(pc), .. } => (symbolizer.locate(*pc), None),
+        EventData::PreemptRequest { caller_pc, .. } | EventData::SignalM { caller_pc, .. } => {
+            (None, symbolizer.locate_caller(*caller_pc))
+        }
+        _ => (None, None),
+    }
+}
+
+fn open_output(cli: &Cli) -> anyhow::Result<Box<dyn Output>> {
+    let writer: Box<dyn Write> = match &cli.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let events = !cli.quiet;
+    Ok(match cli.format() {
+        Format::Text => Box::new(TextOutput::new(writer, events)),
+        Format::Json => Box::new(JsonOutput::new(writer, events)),
+    })
+}
+
+fn verifier_detail(err: crate::loader::LoadError, verbose: u8) -> anyhow::Error {
+    if let crate::loader::LoadError::Verifier { log, .. } = &err
+        && verbose > 0
+    {
+        eprintln!("{log}");
+    }
+    err.into()
+}
+
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
