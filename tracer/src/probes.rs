@@ -68,9 +68,10 @@ pub enum Condition {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requirement {
-    /// goprobe refuses to run without it.
+    /// Every supported release has it; its absence is a warning naming the link that
+    /// goes unobserved (the rest is still traced).
     Required,
-    /// Attached where present; its absence is reported with `absent_note`.
+    /// Absent in some releases by design; its absence is a note, `absent_note`.
     Optional { absent_note: &'static str },
 }
 
@@ -254,9 +255,11 @@ pub enum PlanStatus {
     NotApplicable {
         reason: String,
     },
-    /// The function is not in the binary.
+    /// The function is not in the binary. `unexpected` when every supported release has
+    /// it (the user is warned that its link goes unobserved).
     Absent {
         note: String,
+        unexpected: bool,
     },
 }
 
@@ -278,27 +281,30 @@ impl PlannedProbe {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "function {function} not found in the binary: the {link} link cannot be observed \
-         (is it really a Go {min}+ program?)",
-        min = "1.21"
+        "none of the Go runtime functions goprobe hooks (runtime.retake, runtime.signalM, \
+         runtime.asyncPreempt2, ...) is in this binary"
     )]
-    RequiredAbsent {
-        function: &'static str,
-        link: &'static str,
-    },
+    NothingToHook,
     #[error("{function} at {vaddr:#x} is outside every loadable segment of the binary")]
     NoFileOffset { function: String, vaddr: u64 },
 }
 
 /// Decides every probe's fate for `binary`.
 pub fn plan(binary: &GoBinary, facts: ReleaseFacts) -> Result<Vec<PlannedProbe>, PlanError> {
-    PROBES
+    let plan = PROBES
         .iter()
         .map(|spec| {
             let status = plan_one(binary, facts, spec)?;
             Ok(PlannedProbe { spec, status })
         })
-        .collect()
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    if !plan
+        .iter()
+        .any(|p| matches!(p.status, PlanStatus::Uprobe { .. }))
+    {
+        return Err(PlanError::NothingToHook);
+    }
+    Ok(plan)
 }
 
 fn plan_one(
@@ -319,15 +325,16 @@ fn plan_one(
         return Ok(PlanStatus::Tracepoint);
     };
     let Some(function) = pick_function(binary.functions_named(name), skip_abi0_wrapper) else {
-        return match spec.requirement {
-            Requirement::Required => Err(PlanError::RequiredAbsent {
-                function: name,
-                link: spec.link.name(),
-            }),
-            Requirement::Optional { absent_note } => Ok(PlanStatus::Absent {
+        return Ok(match spec.requirement {
+            Requirement::Required => PlanStatus::Absent {
+                note: format!("not found: the {} link is not observed", spec.link.name()),
+                unexpected: true,
+            },
+            Requirement::Optional { absent_note } => PlanStatus::Absent {
                 note: absent_note.into(),
-            }),
-        };
+                unexpected: false,
+            },
+        });
     };
     let placement = place(binary, &function)?;
     Ok(PlanStatus::Uprobe {
@@ -373,7 +380,7 @@ impl fmt::Display for PlannedProbe {
             ),
             PlanStatus::Tracepoint => "tracepoint".into(),
             PlanStatus::NotApplicable { reason } => format!("not used: {reason}"),
-            PlanStatus::Absent { note } => format!("absent: {note}"),
+            PlanStatus::Absent { note, .. } => format!("absent: {note}"),
         };
         write!(
             f,

@@ -82,12 +82,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         );
     }
     let facts = ReleaseFacts::for_version(&version);
-    let plan = probes::plan(&binary, facts)?;
+    let plan = probes::plan(&binary, facts)
+        .with_context(|| format!("planning probes for {}", binary_path.display()))?;
     let config = probe_config(&binary, facts);
 
     if cli.list_probes {
         print_plan(&binary_path, &version.raw, &plan);
         return Ok(0);
+    }
+
+    for planned in &plan {
+        if let (
+            PlanStatus::Absent {
+                note,
+                unexpected: true,
+            },
+            ProbeTarget::Uprobe { function, .. },
+        ) = (&planned.status, planned.spec.target)
+        {
+            eprintln!("goprobe: warning: {function} {note}");
+        }
     }
 
     preflight::check_privileges()?;
@@ -301,7 +315,7 @@ fn attach(
                     (format!("failed: {err}"), false)
                 }
             },
-            (PlanStatus::Absent { note }, None) => (format!("absent: {note}"), false),
+            (PlanStatus::Absent { note, .. }, None) => (format!("absent: {note}"), false),
             (PlanStatus::NotApplicable { reason }, None) => (format!("not used: {reason}"), false),
             (_, None) => ("not attached".into(), false),
         };

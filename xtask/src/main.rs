@@ -1,1 +1,53 @@
-fn main() {}
+//! goprobe's developer tasks: `cargo xtask <command>`.
+//!
+//! Every command that needs tools installs what is missing first (see [`setup`]), so a
+//! fresh Debian 12 host with rustup needs no hand work.
+
+mod demo;
+mod fixtures;
+mod go;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "goprobe developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need, skipping what is present: nightly
+    /// rust-src, bpf-linker (against nightly's LLVM), Go toolchains, tracefs.
+    Setup(setup::SetupArgs),
+    /// Build the Go fixture programs for the given Go releases into target/fixtures.
+    Fixtures(fixtures::FixturesArgs),
+    /// Build everything and trace the bundled demo workload with goprobe.
+    Demo(demo::DemoArgs),
+    /// Everything CI checks: fmt, clippy (host and BPF), unit tests, and privileged
+    /// integration tests with real BPF against real Go fixtures.
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&args).map(drop),
+        Command::Fixtures(args) => fixtures::run(&args).map(drop),
+        Command::Demo(args) => demo::run(&args),
+        Command::Test(args) => test::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The preemption chain on real Go processes, checked link by link against the fixture's
+//! own account of what it did.
+
+use std::collections::HashMap;
+
+use goprobe_integration::{Traced, env, trace_command};
+use serde_json::Value;
+
+const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2s"];
+
+fn u64_of(value: &Value, field: &str) -> u64 {
+    value[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
+}
+
+/// Events sorted by time (the ring buffer keeps per-thread order; across CPUs the
+/// monotonic timestamps give the global one).
+fn by_time(traced: &Traced) -> Vec<&Value> {
+    let mut events: Vec<&Value> = traced.events.iter().collect();
+    events.sort_by_key(|e| u64_of(e, "ts_ns"));
+    events
+}
+
+/// Every async preemption on thread T is preceded, on T and after T's previous one, by a
+/// SIGURG delivery; every delivery by a tgkill aimed at T, from sysmon, not used by an
+/// earlier delivery.
+fn assert_async_follows_sysmon_signal(traced: &Traced, release: &str) {
+    let sysmon = traced.sysmon_tids();
+    assert_eq!(
+        sysmon.len(),
+        1,
+        "{release}: one sysmon thread, got {sysmon:?}"
+    );
+    let sysmon = sysmon[0];
+    let mut pending_tgkill: HashMap<u64, Vec<u64>> = HashMap::new(); // target tid → senders
+    let mut delivered: HashMap<u64, bool> = HashMap::new(); // tid → delivery not yet used
+    let mut checked = 0;
+    for event in by_time(traced) {
+        let tid = u64_of(event, "tid");
+        match event["kind"].as_str() {
+            Some("tgkill") => pending_tgkill
+                .entry(u64_of(event, "target_tid"))
+                .or_default()
+                .push(tid),
+            Some("signal_deliver") => {
+                let sender = pending_tgkill
+                    .get_mut(&tid)
+                    .and_then(|senders| senders.pop());
+                assert_eq!(
+                    sender,
+                    Some(sysmon),
+                    "{release}: SIGURG delivered to tid {tid} at {} without a tgkill from \
+                     sysmon (tid {sysmon}) before it",
+                    event["ts_ns"]
+                );
+                // A coalesced signal leaves older tgkills unmatched; they cannot explain a
+                // later delivery.
+                pending_tgkill.remove(&tid);
+                delivered.insert(tid, true);
+            }
+            Some("async_preempt") => {
+                assert_eq!(
+                    delivered.insert(tid, false),
+                    Some(true),
+                    "{release}: async preemption on tid {tid} at {} without its own SIGURG \
+                     delivery before it",
+                    event["ts_ns"]
+                );
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checked, traced.count("async_preempt"));
+}
+
+fn assert_nothing_lost(traced: &Traced, release: &str) {
+    let summary = &traced.summary;
+    assert_eq!(
+        summary["lost_total"], 0,
+        "{release}: lost events: {summary}"
+    );
+    assert_eq!(
+        summary["unaccounted"], 0,
+        "{release}: unaccounted: {summary}"
+    );
+    assert_eq!(summary["malformed"], 0, "{release}: malformed: {summary}");
+}
+
+fn worker_counts(traced: &Traced) -> Vec<u64> {
+    traced.fixture()["workers"]
+        .as_array()
+        .expect("workers array")
+        .iter()
+        .map(|w| u64_of(w, "count"))
+        .collect()
+}
+
+#[test]
+fn spinner_async_preemptions_follow_sysmon_sigurg() {
+    let env = env();
+    for release in &env.releases {
+        let fixture = env.fixture(release, "default", "spinner");
+        let traced = trace_command(&env, &[], &fixture, &SPINNER_ARGS, &[]);
+        let asyncs = traced.count("async_preempt");
+        assert!(
+            asyncs >= 50,
+            "{release}: only {asyncs} async preemptions in 2 s"
+        );
+        assert_async_follows_sysmon_signal(&traced, release);
+        // signalM makes exactly one tgkill.
+        assert_eq!(
+            traced.count("signal_m"),
+            traced.count("tgkill"),
+            "{release}"
+        );
+        assert_nothing_lost(&traced, release);
+        let counts = worker_counts(&traced);
+        assert_eq!(counts.len(), 4, "{release}");
+        assert!(
+            counts.iter().all(|&c| c > 0),
+            "{release}: a worker never ran: {counts:?}"
+        );
+        // Every async preemption was the reschedule of a goroutine (no GC parks here).
+        assert_eq!(
+            traced.summary["preemptions"]["async_reschedule"], asyncs,
+            "{release}"
+        );
+        assert_eq!(traced.summary["preemptions"]["cooperative"], 0, "{release}");
+    }
+}
+
+#[test]
+fn spinner_with_asyncpreemptoff_gets_no_sigurg() {
+    let env = env();
+    for release in &env.releases {
+        let fixture = env.fixture(release, "default", "spinner");
+        let traced = trace_command(
+            &env,
+            &[],
+            &fixture,
+            &SPINNER_ARGS,
+            &[("GODEBUG", "asyncpreemptoff=1")],
+        );
+        assert!(
+            traced.stderr.contains("asyncpreemptoff=1"),
+            "{release}: goprobe should point out that async preemption is off: {}",
+            traced.stderr
+        );
+        assert_eq!(traced.count("async_preempt"), 0, "{release}");
+        let sysmon = traced.sysmon_tids();
+        let from_sysmon = traced
+            .events_of("tgkill")
+            .filter(|e| sysmon.contains(&u64_of(e, "tid")))
+            .count();
+        assert_eq!(
+            from_sysmon, 0,
+            "{release}: sysmon sent SIGURG with async preemption off"
+        );
+        // sysmon still asks (preemptone) — it just never signals.
+        assert!(
+            traced.count("preempt_request") > 0,
+            "{release}: no preemption requests"
+        );
+        assert_nothing_lost(&traced, release);
+        // Seed Task 4: one worker keeps the only P.
+        let counts = worker_counts(&traced);
+        let running = counts.iter().filter(|&&c| c > 0).count();
+        assert_eq!(
+            running, 1,
+            "{release}: expected one worker to hog the P: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn coop_with_asyncpreemptoff_is_preempted_at_function_prologues() {
+    let env = env();
+    for release in &env.releases {
+        let fixture = env.fixture(release, "default", "coop");
+        let traced = trace_command(
+            &env,
+            &[],
+            &fixture,
+            &SPINNER_ARGS,
+            &[("GODEBUG", "asyncpreemptoff=1")],
+        );
+        let preemptions = &traced.summary["preemptions"];
+        assert_eq!(preemptions["async"], 0, "{release}: {preemptions}");
+        let cooperative = preemptions["cooperative"].as_u64().unwrap();
+        assert!(
+            cooperative >= 50,
+            "{release}: only {cooperative} cooperative preemptions"
+        );
+        assert_nothing_lost(&traced, release);
+        // Seed Task 5: the call in the loop makes it fair again.
+        let counts = worker_counts(&traced);
+        assert!(
+            counts.iter().all(|&c| c > 0),
+            "{release}: a worker never ran: {counts:?}"
+        );
+        // And the events agree with the summary: each cooperative reschedule is a
+        // goschedImpl (or gopreempt_m in 1.21) on the stack-check path.
+        let stack_check = traced
+            .events
+            .iter()
+            .filter(|e| e["path"] == "stack_check")
+            .count() as u64;
+        assert_eq!(stack_check, cooperative, "{release}");
+    }
+}
+
+/// With the newest release, every link of the chain that the binary exposes is seen at
+/// least once in a workload that has sysmon, async and GC preemptions.
+#[test]
+fn demo_exercises_every_attached_link() {
+    let env = env();
+    let release = env.newest();
+    let fixture = env.fixture(release, "default", "demo");
+    let traced = trace_command(&env, &[], &fixture, &[], &[]);
+    for probe in traced.summary["probes"].as_array().expect("probes") {
+        if probe["attached"] != true {
+            continue;
+        }
+        let program = probe["program"].as_str().unwrap();
+        let kinds: &[&str] = match program {
+            "go_retake" => &["sysmon_tick"],
+            "go_preemptone" => &["preempt_request"],
+            "go_signalm" => &["signal_m"],
+            "tp_sys_enter_tgkill" => &["tgkill"],
+            "tp_signal_generate" => &["signal_generate"],
+            "tp_signal_deliver" => &["signal_deliver"],
+            "go_do_sig_preempt" => &["do_sig_preempt"],
+            "go_async_preempt2" => &["async_preempt"],
+            "go_gosched_impl" => &["gosched"],
+            "go_preempt_park" => &["preempt_park"],
+            other => panic!("{release}: unexpected attached program {other}"),
+        };
+        for kind in kinds {
+            assert!(
+                traced.count(kind) > 0,
+                "{release}: {program} attached but no {kind} event: {}",
+                traced.summary
+            );
+        }
+    }
+    assert_nothing_lost(&traced, release);
+}

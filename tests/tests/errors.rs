@@ -1,0 +1,175 @@
+//! Bad input and hostile hosts: a clear message naming the fix, a non-zero exit, no panic.
+
+use goprobe_integration::{env, goprobe_fails, temp_path, trace_command};
+
+#[test]
+fn no_such_pid() {
+    let env = env();
+    // Above the kernel's maximum pid_max (2^22).
+    let (code, stderr) = goprobe_fails(&env, &["--pid", "4194305"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no process with pid 4194305"), "{stderr}");
+}
+
+#[test]
+fn not_a_go_program() {
+    let env = env();
+    let (code, stderr) = goprobe_fails(&env, &["--", "/bin/sh", "-c", "true"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a Go program"), "{stderr}");
+    // Same through --pid: our own test process is Rust, not Go.
+    let pid = std::process::id().to_string();
+    let (code, stderr) = goprobe_fails(&env, &["--pid", &pid], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a Go program"), "{stderr}");
+}
+
+#[test]
+fn command_not_found() {
+    let env = env();
+    let (code, stderr) = goprobe_fails(&env, &["--", "no-such-command-goprobe"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("command not found"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = env();
+    for args in [
+        &["--pid", "0"][..],
+        &["--pid", "1", "--", "x"],
+        &[],
+        &["--bogus"],
+    ] {
+        let (code, stderr) = goprobe_fails(&env, args, None);
+        let expected = if args.is_empty() { 1 } else { 2 };
+        assert_eq!(code, expected, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn without_privileges() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let fixture = fixture.to_str().unwrap();
+    // An unprivileged user: no capabilities at all.
+    let (code, stderr) = goprobe_fails(
+        &env,
+        &["--", fixture],
+        Some(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+}
+
+#[test]
+fn tracefs_missing_and_not_mountable() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    // A private mount namespace without tracefs, and no CAP_SYS_ADMIN to mount it.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; \
+         exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin {} -- {}",
+        env.goprobe.display(),
+        fixture.display()
+    );
+    let (code, stderr) = goprobe_fails(
+        &env,
+        &[],
+        Some(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "--",
+        ]),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("tracefs is not mounted") && stderr.contains("mount -t tracefs"),
+        "{stderr}"
+    );
+}
+
+/// A Go release older than goprobe supports: the version string patched to 1.20.
+#[test]
+fn go_too_old() {
+    let env = env();
+    let release = env.newest();
+    let original = std::fs::read(env.fixture(release, "default", "spinner")).unwrap();
+    let from = format!("go{release}");
+    let to = format!("go1.20.{}", "9".repeat(from.len() - "go1.20.".len()));
+    assert_eq!(from.len(), to.len());
+    let patched = replace_all(&original, from.as_bytes(), to.as_bytes());
+    assert_ne!(patched, original, "version string found");
+    let path = temp_path("old-go");
+    std::fs::write(&path, patched).unwrap();
+    make_executable(&path);
+    let (code, stderr) = goprobe_fails(&env, &["--", path.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("goprobe supports Go 1.21 and newer"),
+        "{stderr}"
+    );
+}
+
+/// A runtime function missing from the binary (here: renamed in its symbol tables, the
+/// code untouched): goprobe says which link goes unobserved and traces the rest.
+#[test]
+fn missing_probe_function_is_reported_and_the_rest_traced() {
+    let env = env();
+    let release = env.newest();
+    let original = std::fs::read(env.fixture(release, "default", "spinner")).unwrap();
+    let patched = replace_all(
+        &original,
+        b"runtime.preemptPark\0",
+        b"runtime.preemptPxrk\0",
+    );
+    assert_ne!(patched, original, "symbol name found");
+    let path = temp_path("renamed");
+    std::fs::write(&path, patched).unwrap();
+    make_executable(&path);
+    let traced = trace_command(
+        &env,
+        &[],
+        &path,
+        &["-workers", "2", "-procs", "1", "-duration", "1s"],
+        &[],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        traced.stderr.contains("runtime.preemptPark")
+            && traced.stderr.contains("park link is not observed"),
+        "{}",
+        traced.stderr
+    );
+    assert!(traced.count("async_preempt") > 0, "the rest is traced");
+}
+
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
