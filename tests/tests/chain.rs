@@ -122,12 +122,33 @@ fn spinner_async_preemptions_follow_sysmon_sigurg() {
             counts.iter().all(|&c| c > 0),
             "{release}: a worker never ran: {counts:?}"
         );
-        // Every async preemption was the reschedule of a goroutine (no GC parks here).
+        // The goroutines preempted are exactly the workers, by the ids they report.
+        let mut worker_goids: Vec<u64> = traced.fixture()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u64_of(w, "goid"))
+            .collect();
+        worker_goids.sort_unstable();
+        let mut preempted: Vec<u64> = traced
+            .events_of("async_preempt")
+            .map(|e| u64_of(e, "goid"))
+            .collect();
+        preempted.sort_unstable();
+        preempted.dedup();
         assert_eq!(
-            traced.summary["preemptions"]["async_reschedule"], asyncs,
-            "{release}"
+            preempted, worker_goids,
+            "{release}: preempted goroutine ids"
         );
-        assert_eq!(traced.summary["preemptions"]["cooperative"], 0, "{release}");
+        // Every asyncPreempt2 is followed, on its thread, by that goroutine's reschedule
+        // or park. (Cooperative preemptions can also occur: a request pending when a
+        // goroutine reaches any function prologue is served there.)
+        let p = &traced.summary["preemptions"];
+        assert_eq!(
+            u64_of(p, "async_reschedule") + u64_of(p, "async_park"),
+            asyncs,
+            "{release}: {p}"
+        );
     }
 }
 

@@ -53,7 +53,7 @@ static PROBE_CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig::UNKNOWN);
 #[inline(always)]
 fn traced_header<C: EbpfContext>(ctx: &C, kind: EventKind) -> Option<EventHeader> {
     // SAFETY: the value is a plain u32 and is only tested for presence.
-    unsafe { TRACED_TGIDS.get(&ctx.tgid()) }?;
+    unsafe { TRACED_TGIDS.get(ctx.tgid()) }?;
     Some(header(ctx, kind))
 }
 

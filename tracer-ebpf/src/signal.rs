@@ -44,7 +44,7 @@ fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
     }
     let target_tgid = unsafe { ctx.read_at::<u64>(TGKILL_TGID) }.ok()? as u32;
     // SAFETY: presence test only.
-    unsafe { TRACED_TGIDS.get(&target_tgid) }?;
+    unsafe { TRACED_TGIDS.get(target_tgid) }?;
     let target_tid = unsafe { ctx.read_at::<u64>(TGKILL_PID) }.ok()? as u32;
     let kind = EventKind::Tgkill;
     let record = Tgkill {

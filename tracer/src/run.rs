@@ -20,7 +20,10 @@ use crate::{
     cli::{Cli, Format},
     correlate::Correlator,
     events::{Event, EventData},
-    gobin::GoBinary,
+    gobin::{
+        GoBinary,
+        offsets::{self, OffsetsSource},
+    },
     loader::LoadedTracer,
     output::{EventView, Output, json::JsonOutput, text::TextOutput},
     preflight,
@@ -84,10 +87,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let facts = ReleaseFacts::for_version(&version);
     let plan = probes::plan(&binary, facts)
         .with_context(|| format!("planning probes for {}", binary_path.display()))?;
-    let config = probe_config(&binary, facts);
+    let (config, offsets_source) = probe_config(&binary, &version.raw, facts);
 
     if cli.list_probes {
-        print_plan(&binary_path, &version.raw, &plan);
+        print_plan(&binary_path, &version.raw, &offsets_source, &plan);
         return Ok(0);
     }
 
@@ -273,12 +276,47 @@ fn analyse(path: &Path) -> anyhow::Result<GoBinary> {
     GoBinary::open(path).with_context(|| format!("analysing {}", path.display()))
 }
 
-/// The kernel side's view of the binary: offsets (none yet) and release facts.
-fn probe_config(_binary: &GoBinary, facts: ReleaseFacts) -> ProbeConfig {
-    ProbeConfig {
+/// The kernel side's view of the binary: struct offsets and release facts. Offsets come
+/// from the binary's DWARF, else the per-release table; failing both, the kernel side
+/// reads no Go memory and events carry registers only (goroutine ids unknown).
+fn probe_config(binary: &GoBinary, version: &str, facts: ReleaseFacts) -> (ProbeConfig, String) {
+    let (offsets, source) = match offsets::resolve(binary.bytes(), version) {
+        Ok((offsets, source)) => {
+            if let OffsetsSource::Table { exact: false, .. } = source {
+                eprintln!(
+                    "goprobe: warning: {version} is newer than every release goprobe knows; \
+                     assuming the {source}: check that goroutine ids look right"
+                );
+            }
+            (Some(offsets), source.to_string())
+        }
+        Err(err) => {
+            eprintln!(
+                "goprobe: warning: no struct offsets for this binary ({err}); goroutine ids, \
+                 P and M details will be missing"
+            );
+            (None, "none".to_string())
+        }
+    };
+    let mut config = ProbeConfig {
         gosched_has_preempted_arg: u32::from(facts.gosched_has_preempted_arg),
         ..ProbeConfig::UNKNOWN
+    };
+    if let Some(o) = offsets {
+        config.g_goid = o.g_goid;
+        config.g_atomicstatus = o.g_atomicstatus;
+        config.g_preempt = o.g_preempt;
+        config.g_preempt_stop = o.g_preempt_stop;
+        config.m_procid = o.m_procid;
+        config.m_id = o.m_id;
+        config.m_curg = o.m_curg;
+        config.m_p = o.m_p;
+        config.p_id = o.p_id;
+        config.p_m = o.p_m;
+        config.p_schedtick = o.p_schedtick;
+        config.p_sysmontick_schedwhen = o.p_sysmontick_schedwhen;
     }
+    (config, source)
 }
 
 fn attach(
@@ -339,8 +377,11 @@ fn attached_text(status: &PlanStatus) -> String {
     }
 }
 
-fn print_plan(path: &Path, version: &str, plan: &[PlannedProbe]) {
-    println!("{} ({version})", path.display());
+fn print_plan(path: &Path, version: &str, offsets_source: &str, plan: &[PlannedProbe]) {
+    println!(
+        "{} ({version}; struct offsets from {offsets_source})",
+        path.display()
+    );
     println!("{:<19} {:<26} {:<22} status", "link", "hooked", "program");
     for planned in plan {
         println!("{planned}");

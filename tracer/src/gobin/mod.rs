@@ -5,6 +5,7 @@ use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use thiserror::Error;
 
 pub mod offsets;
+pub mod offsets_table;
 
 #[derive(Debug, Error)]
 pub enum GoBinaryError {

@@ -1,5 +1,972 @@
-//! TEMPORARY stand-in: runtime struct offsets (replaced by the DWARF/table module).
+//! Byte offsets inside the Go runtime structs `runtime.g`, `runtime.m` and `runtime.p`
+//! that the kernel side reads with `bpf_probe_read_user`.
+//!
+//! Two sources, in order of preference (house style rule 7: never guess silently):
+//! 1. [`from_dwarf`]: the traced binary's own DWARF (`.debug_info`, zlib-compressed by
+//!    Go: `SHF_COMPRESSED` in every release 1.21–1.27, `.zdebug_*` in older ones; both are
+//!    read). Exact for that binary.
+//! 2. [`from_table`]: a table generated from the DWARF of reference binaries, keyed by Go
+//!    minor release (`super::offsets_table`). Used for binaries without DWARF
+//!    (`-ldflags=-w`, `strip`).
+//!
+//! For each release 1.21–1.27 the sixteen offsets were checked to be identical across
+//! build modes (default, PIE, cgo with external linking, GOAMD64=v3, `-race`), several
+//! GOEXPERIMENTs and `-gcflags=all=-N -l`, and across patch releases (x.y.0 or the earliest
+//! published patch against the latest). [`table_entries_from_binaries`] refuses to build a
+//! table when two binaries of one release disagree.
+//!
+//! Careful when adding fields: `runtime.m` past `m.id` is **not** stable within a minor
+//! release (go1.24.3 → go1.24.11 added `m.allpSnapshot`, moving `m.preemptGen` from 896 to
+//! 920). Such a field must come from DWARF or be keyed by patch release.
+
+use std::{borrow::Cow, fmt, path::PathBuf, sync::Arc};
+
+use gimli::{
+    Abbreviations, AttributeValue, DebugInfoOffset, DwAt, EndianSlice, Operation, Reader,
+    RunTimeEndian, SectionId, UnitHeader, UnitSectionOffset,
+};
+use object::{Object, ObjectSection};
+
+/// The value of an offset that is not known.
+pub const UNKNOWN: u32 = u32::MAX;
+
+/// Byte offsets inside Go runtime structs needed by the kernel side; [`UNKNOWN`]
+/// (`u32::MAX`) = unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuntimeOffsets {
+    /// `g.goid` (uint64).
     pub g_goid: u32,
+    /// `g.atomicstatus` (`atomic.Uint32`; the wrapper struct's offset, its value is at +0).
+    pub g_atomicstatus: u32,
+    /// `g.preempt` (bool).
+    pub g_preempt: u32,
+    /// `g.preemptStop` (bool).
+    pub g_preempt_stop: u32,
+    /// `g.m` (*m).
+    pub g_m: u32,
+    /// `g.sched.pc` (gobuf.pc, uintptr), from the start of `g`.
+    pub g_sched_pc: u32,
+    /// `m.procid` (uint64, the thread id on Linux).
+    pub m_procid: u32,
+    /// `m.id` (int64).
+    pub m_id: u32,
+    /// `m.curg` (*g).
+    pub m_curg: u32,
+    /// `m.p` (puintptr).
+    pub m_p: u32,
+    /// `p.id` (int32).
+    pub p_id: u32,
+    /// `p.status` (uint32).
+    pub p_status: u32,
+    /// `p.m` (muintptr).
+    pub p_m: u32,
+    /// `p.schedtick` (uint32).
+    pub p_schedtick: u32,
+    /// `p.sysmontick.schedtick` (uint32), from the start of `p`.
+    pub p_sysmontick_schedtick: u32,
+    /// `p.sysmontick.schedwhen` (int64, nanotime), from the start of `p`.
+    pub p_sysmontick_schedwhen: u32,
+}
+
+/// Where each field of [`RuntimeOffsets`] is read from: (field, Go type, member path).
+/// The order is the declaration order of the fields.
+pub const FIELD_SOURCES: [(&str, &str, &str); 16] = [
+    ("g_goid", "runtime.g", "goid"),
+    ("g_atomicstatus", "runtime.g", "atomicstatus"),
+    ("g_preempt", "runtime.g", "preempt"),
+    ("g_preempt_stop", "runtime.g", "preemptStop"),
+    ("g_m", "runtime.g", "m"),
+    ("g_sched_pc", "runtime.g", "sched.pc"),
+    ("m_procid", "runtime.m", "procid"),
+    ("m_id", "runtime.m", "id"),
+    ("m_curg", "runtime.m", "curg"),
+    ("m_p", "runtime.m", "p"),
+    ("p_id", "runtime.p", "id"),
+    ("p_status", "runtime.p", "status"),
+    ("p_m", "runtime.p", "m"),
+    ("p_schedtick", "runtime.p", "schedtick"),
+    (
+        "p_sysmontick_schedtick",
+        "runtime.p",
+        "sysmontick.schedtick",
+    ),
+    (
+        "p_sysmontick_schedwhen",
+        "runtime.p",
+        "sysmontick.schedwhen",
+    ),
+];
+
+impl RuntimeOffsets {
+    /// Every offset unknown.
+    pub const UNKNOWN: RuntimeOffsets = RuntimeOffsets::from_array([UNKNOWN; 16]);
+
+    /// The offsets in declaration order (the order of [`FIELD_SOURCES`]).
+    pub const fn to_array(&self) -> [u32; 16] {
+        let RuntimeOffsets {
+            g_goid,
+            g_atomicstatus,
+            g_preempt,
+            g_preempt_stop,
+            g_m,
+            g_sched_pc,
+            m_procid,
+            m_id,
+            m_curg,
+            m_p,
+            p_id,
+            p_status,
+            p_m,
+            p_schedtick,
+            p_sysmontick_schedtick,
+            p_sysmontick_schedwhen,
+        } = *self;
+        [
+            g_goid,
+            g_atomicstatus,
+            g_preempt,
+            g_preempt_stop,
+            g_m,
+            g_sched_pc,
+            m_procid,
+            m_id,
+            m_curg,
+            m_p,
+            p_id,
+            p_status,
+            p_m,
+            p_schedtick,
+            p_sysmontick_schedtick,
+            p_sysmontick_schedwhen,
+        ]
+    }
+
+    /// The inverse of [`RuntimeOffsets::to_array`].
+    pub const fn from_array(a: [u32; 16]) -> RuntimeOffsets {
+        let [
+            g_goid,
+            g_atomicstatus,
+            g_preempt,
+            g_preempt_stop,
+            g_m,
+            g_sched_pc,
+            m_procid,
+            m_id,
+            m_curg,
+            m_p,
+            p_id,
+            p_status,
+            p_m,
+            p_schedtick,
+            p_sysmontick_schedtick,
+            p_sysmontick_schedwhen,
+        ] = a;
+        RuntimeOffsets {
+            g_goid,
+            g_atomicstatus,
+            g_preempt,
+            g_preempt_stop,
+            g_m,
+            g_sched_pc,
+            m_procid,
+            m_id,
+            m_curg,
+            m_p,
+            p_id,
+            p_status,
+            p_m,
+            p_schedtick,
+            p_sysmontick_schedtick,
+            p_sysmontick_schedwhen,
+        }
+    }
+
+    /// `(field name, offset)` pairs in declaration order.
+    pub fn fields(&self) -> [(&'static str, u32); 16] {
+        let values = self.to_array();
+        std::array::from_fn(|i| (FIELD_SOURCES[i].0, values[i]))
+    }
+
+    /// True when no offset is [`UNKNOWN`].
+    pub fn is_complete(&self) -> bool {
+        !self.to_array().contains(&UNKNOWN)
+    }
+
+    /// Names of the fields whose offsets differ between `self` and `other`, with both values.
+    pub fn diff(&self, other: &RuntimeOffsets) -> Vec<(&'static str, u32, u32)> {
+        self.fields()
+            .into_iter()
+            .zip(other.to_array())
+            .filter(|((_, a), b)| a != b)
+            .map(|((name, a), b)| (name, a, b))
+            .collect()
+    }
+}
+
+/// Where a [`RuntimeOffsets`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetsSource {
+    /// The traced binary's own DWARF.
+    Dwarf,
+    /// The generated table. `release` is the (major, minor) of the table entry used;
+    /// `exact` is false when the binary's release is newer than every table entry and
+    /// the nearest older layout was taken.
+    Table { release: (u32, u32), exact: bool },
+}
+
+impl fmt::Display for OffsetsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OffsetsSource::Dwarf => f.write_str("DWARF"),
+            OffsetsSource::Table {
+                release: (major, minor),
+                exact: true,
+            } => write!(f, "table (go{major}.{minor})"),
+            OffsetsSource::Table {
+                release: (major, minor),
+                exact: false,
+            } => write!(
+                f,
+                "table (go{major}.{minor} layout, assumed for a newer release)"
+            ),
+        }
+    }
+}
+
+/// Errors while reading offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("not a readable ELF file: {0}")]
+    Elf(#[from] object::Error),
+    #[error(
+        "binary has no DWARF (.debug_info missing; was it built with -ldflags=-w or stripped?)"
+    )]
+    NoDwarf,
+    #[error("cannot decompress DWARF section {section}: {source}")]
+    Decompress {
+        section: &'static str,
+        source: object::Error,
+    },
+    #[error("malformed DWARF: {0}")]
+    Dwarf(#[from] gimli::Error),
+    #[error("type {ty} not found in DWARF")]
+    MissingType { ty: String },
+    #[error("member {member} of {ty} not found in DWARF")]
+    MissingMember { ty: String, member: String },
+    #[error("type of member {member} of {ty} is not a struct, cannot look inside it")]
+    NotAStruct { ty: String, member: String },
+    #[error("member {member} of {ty} has no constant data_member_location")]
+    BadMemberLocation { ty: String, member: String },
+    #[error("offset {offset} of member {member} of {ty} does not fit in u32")]
+    OffsetTooLarge {
+        ty: String,
+        member: String,
+        offset: u64,
+    },
+    #[error("cannot parse go version {0:?} (expected e.g. go1.25.5)")]
+    BadVersion(String),
+    #[error("go{major}.{minor} is older than go1.21, the oldest release goprobe supports")]
+    UnsupportedRelease { major: u32, minor: u32 },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "layouts differ within go{}.{}: {first} and {second} disagree on {}; one table entry per release would be wrong",
+        release.0, release.1, fmt_diff(diff)
+    )]
+    LayoutMismatch {
+        release: (u32, u32),
+        first: String,
+        second: String,
+        diff: Vec<(&'static str, u32, u32)>,
+    },
+}
+
+fn fmt_diff(diff: &[(&'static str, u32, u32)]) -> String {
+    diff.iter()
+        .map(|(name, a, b)| format!("{name} ({a} vs {b})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads every offset from the DWARF of the Go binary `elf_bytes`.
+///
+/// Fails with [`OffsetsError::NoDwarf`] for a binary without `.debug_info`, and with an
+/// error naming the type or member when one of them is missing (a renamed field in a new
+/// Go release): a partial result is available from [`from_dwarf_partial`].
+pub fn from_dwarf(elf_bytes: &[u8]) -> Result<RuntimeOffsets, OffsetsError> {
+    extract(elf_bytes, &mut |e| Err(e))
+}
+
+/// Like [`from_dwarf`], but a missing type or member leaves that offset [`UNKNOWN`] and is
+/// returned in the list instead of failing. Unreadable ELF or DWARF still fails.
+pub fn from_dwarf_partial(
+    elf_bytes: &[u8],
+) -> Result<(RuntimeOffsets, Vec<OffsetsError>), OffsetsError> {
+    let mut missing = Vec::new();
+    let offsets = extract(elf_bytes, &mut |e| match e {
+        OffsetsError::MissingType { .. }
+        | OffsetsError::MissingMember { .. }
+        | OffsetsError::NotAStruct { .. }
+        | OffsetsError::BadMemberLocation { .. }
+        | OffsetsError::OffsetTooLarge { .. } => {
+            missing.push(e);
+            Ok(UNKNOWN)
+        }
+        other => Err(other),
+    })?;
+    Ok((offsets, missing))
+}
+
+/// The generated table's layout for Go `major.minor`, and whether that release is in the
+/// table (`true`) or a newer release was mapped to the nearest older layout (`false`).
+/// `None` for releases older than the oldest entry (go1.21).
+pub fn from_table(major: u32, minor: u32) -> Option<(RuntimeOffsets, bool)> {
+    table_entry(major, minor).map(|(release, _, offsets)| (*offsets, *release == (major, minor)))
+}
+
+/// The newest table entry not newer than `major.minor`.
+fn table_entry(
+    major: u32,
+    minor: u32,
+) -> Option<&'static ((u32, u32), &'static str, RuntimeOffsets)> {
+    super::offsets_table::TABLE
+        .iter()
+        .rev()
+        .find(|(release, _, _)| *release <= (major, minor))
+}
+
+/// Offsets for a Go binary: its DWARF when present, else the table entry for `go_version`
+/// (the binary's build-info version, e.g. `go1.25.5`).
+///
+/// Errors from DWARF other than [`OffsetsError::NoDwarf`] are returned, not papered over
+/// with the table: a binary whose DWARF lacks a member is a new layout the table cannot know.
+pub fn resolve(
+    elf_bytes: &[u8],
+    go_version: &str,
+) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
+    match from_dwarf(elf_bytes) {
+        Ok(offsets) => Ok((offsets, OffsetsSource::Dwarf)),
+        Err(OffsetsError::NoDwarf) => {
+            let (major, minor) = parse_go_version(go_version)?;
+            let Some((release, _, offsets)) = table_entry(major, minor) else {
+                return Err(OffsetsError::UnsupportedRelease { major, minor });
+            };
+            let exact = *release == (major, minor);
+            Ok((
+                *offsets,
+                OffsetsSource::Table {
+                    release: *release,
+                    exact,
+                },
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses `(major, minor)` from a Go version as `runtime.Version()` or the build info
+/// spells it: `go1.25.5`, `go1.26rc1`, `go1.27.3 X:greenteagc`, `devel go1.27-abcdef`,
+/// or without the `go` prefix (`1.21.13`).
+pub fn parse_go_version(version: &str) -> Result<(u32, u32), OffsetsError> {
+    let bad = || OffsetsError::BadVersion(version.to_owned());
+    let v = version.trim();
+    let v = v.strip_prefix("devel ").unwrap_or(v);
+    let v = v.strip_prefix("go").unwrap_or(v);
+    let (major, rest) = v.split_once('.').ok_or_else(bad)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let major = major.parse().map_err(|_| bad())?;
+    let minor = rest[..digits].parse().map_err(|_| bad())?;
+    Ok((major, minor))
+}
+
+/// One table row: (release, the Go version it was derived from, offsets).
+pub type TableEntry = ((u32, u32), String, RuntimeOffsets);
+
+/// Reads the offsets of each `(go version, binary path)` pair and merges them into one
+/// entry per release, sorted by release. The version string of the first binary of each
+/// release is kept. Fails with [`OffsetsError::LayoutMismatch`] if two binaries of the same
+/// release (patch releases, build modes) disagree, so the table is never silently wrong.
+pub fn table_entries_from_binaries(
+    binaries: &[(String, PathBuf)],
+) -> Result<Vec<TableEntry>, OffsetsError> {
+    let mut entries: Vec<(TableEntry, String)> = Vec::new();
+    for (version, path) in binaries {
+        let release = parse_go_version(version)?;
+        let bytes = std::fs::read(path).map_err(|source| OffsetsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let offsets = from_dwarf(&bytes)?;
+        let label = format!("{version} ({})", path.display());
+        match entries.iter().find(|((r, _, _), _)| *r == release) {
+            Some(((_, _, known), first)) if *known != offsets => {
+                return Err(OffsetsError::LayoutMismatch {
+                    release,
+                    first: first.clone(),
+                    second: label,
+                    diff: known.diff(&offsets),
+                });
+            }
+            Some(_) => {}
+            None => entries.push(((release, version.clone(), offsets), label)),
+        }
+    }
+    let mut entries: Vec<TableEntry> = entries.into_iter().map(|(e, _)| e).collect();
+    entries.sort_by_key(|(release, _, _)| *release);
+    Ok(entries)
+}
+
+/// Renders `offsets_table.rs` for `entries` (sorted by release): deterministic and already
+/// formatted as rustfmt would (edition 2024, default settings).
+pub fn generate_table_source(entries: &[TableEntry]) -> String {
+    let mut entries: Vec<&TableEntry> = entries.iter().collect();
+    entries.sort_by_key(|(release, _, _)| *release);
+    let mut out = String::new();
+    out.push_str(
+        "//! GENERATED FILE, do not edit by hand.\n\
+         //!\n\
+         //! Go runtime struct offsets per Go minor release, read from the DWARF of reference\n\
+         //! binaries and written by `offsets::generate_table_source` (`cargo xtask gen-offsets`,\n\
+         //! which builds every installed Go toolchain in several build modes and refuses to\n\
+         //! write when binaries of one release disagree). Regenerate when a Go release is\n\
+         //! added; the tests fail when an installed release's DWARF differs from its entry.\n\
+         //! `u32::MAX` marks an unknown offset.\n\
+         \n\
+         use super::offsets::RuntimeOffsets;\n\
+         \n\
+         /// (release (major, minor), Go version it was derived from, offsets), ascending by\n\
+         /// release.\n\
+         pub const TABLE: &[((u32, u32), &str, RuntimeOffsets)] = &[\n",
+    );
+    for ((major, minor), version, offsets) in entries {
+        out.push_str("    (\n");
+        out.push_str(&format!("        ({major}, {minor}),\n"));
+        out.push_str(&format!("        {version:?},\n"));
+        out.push_str("        RuntimeOffsets {\n");
+        for (name, value) in offsets.fields() {
+            if value == UNKNOWN {
+                out.push_str(&format!("            {name}: u32::MAX,\n"));
+            } else {
+                out.push_str(&format!("            {name}: {value},\n"));
+            }
+        }
+        out.push_str("        },\n");
+        out.push_str("    ),\n");
+    }
+    out.push_str("];\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// DWARF reading
+
+type R<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// The sections needed to read types; the others (line, loc, ranges, frame) are never
+/// decompressed.
+const TYPE_SECTIONS: [SectionId; 6] = [
+    SectionId::DebugInfo,
+    SectionId::DebugAbbrev,
+    SectionId::DebugStr,
+    SectionId::DebugStrOffsets,
+    SectionId::DebugLineStr,
+    SectionId::DebugAddr,
+];
+
+fn extract(
+    elf_bytes: &[u8],
+    on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
+) -> Result<RuntimeOffsets, OffsetsError> {
+    let requests = FIELD_SOURCES.map(|(_, ty, path)| (ty, path));
+    let mut values = [UNKNOWN; 16];
+    for (slot, value) in values
+        .iter_mut()
+        .zip(member_offsets(elf_bytes, &requests, on_missing)?)
+    {
+        *slot = value;
+    }
+    Ok(RuntimeOffsets::from_array(values))
+}
+
+/// The offset of any (possibly nested, `.`-separated) member of a struct type in the
+/// DWARF of `elf_bytes`, e.g. `("runtime.m", "preemptGen")` or
+/// `("runtime.p", "sysmontick.schedwhen")`. For fields outside [`RuntimeOffsets`].
+pub fn dwarf_member_offset(elf_bytes: &[u8], ty: &str, path: &str) -> Result<u32, OffsetsError> {
+    let values = member_offsets(elf_bytes, &[(ty, path)], &mut |e| Err(e))?;
+    values
+        .first()
+        .copied()
+        .ok_or_else(|| OffsetsError::MissingType { ty: ty.to_owned() })
+}
+
+/// Resolves each `(type, member path)` request; `on_missing` turns a per-request error into
+/// a value (or passes it on).
+fn member_offsets(
+    elf_bytes: &[u8],
+    requests: &[(&str, &str)],
+    on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
+) -> Result<Vec<u32>, OffsetsError> {
+    let file = object::File::parse(elf_bytes)?;
+    match file.section_by_name(".debug_info") {
+        Some(section) if section.size() > 0 => {}
+        _ => return Err(OffsetsError::NoDwarf),
+    }
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'_, [u8]>, OffsetsError> {
+        if !TYPE_SECTIONS.contains(&id) {
+            return Ok(Cow::Borrowed(&[]));
+        }
+        let Some(section) = file.section_by_name(id.name()) else {
+            return Ok(Cow::Borrowed(&[]));
+        };
+        section
+            .uncompressed_data()
+            .map_err(|source| OffsetsError::Decompress {
+                section: id.name(),
+                source,
+            })
+    })?;
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
+    let types = Types::new(&dwarf)?;
+
+    let mut wanted: Vec<&str> = requests.iter().map(|(ty, _)| *ty).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let found = types.find_structs(&wanted)?;
+    let mut values = Vec::with_capacity(requests.len());
+    for (ty, path) in requests {
+        let result = match found.iter().find(|(name, _)| name == ty) {
+            Some((_, Some(offset))) => types.member_offset(ty, *offset, path),
+            _ => Err(OffsetsError::MissingType {
+                ty: (*ty).to_owned(),
+            }),
+        };
+        values.push(match result {
+            Ok(v) => v,
+            Err(e) => on_missing(e)?,
+        });
+    }
+    Ok(values)
+}
+
+/// The units of `.debug_info`, to find and walk type DIEs by global offset.
+struct Types<'a> {
+    dwarf: &'a gimli::Dwarf<R<'a>>,
+    /// (start offset, end offset, header, abbreviations), ascending.
+    units: Vec<(usize, usize, UnitHeader<R<'a>>, Arc<Abbreviations>)>,
+}
+
+impl<'a> Types<'a> {
+    fn new(dwarf: &'a gimli::Dwarf<R<'a>>) -> Result<Self, OffsetsError> {
+        let mut units = Vec::new();
+        let mut headers = dwarf.units();
+        while let Some(header) = headers.next()? {
+            let UnitSectionOffset::DebugInfoOffset(DebugInfoOffset(start)) = header.offset() else {
+                continue;
+            };
+            let end = start + header.length_including_self();
+            let abbrevs = dwarf.abbreviations(&header)?;
+            units.push((start, end, header, abbrevs));
+        }
+        units.sort_by_key(|(start, ..)| *start);
+        Ok(Types { dwarf, units })
+    }
+
+    /// Finds the `DW_TAG_structure_type` DIE named each of `names` (the first one, in
+    /// section order). One pass over `.debug_info`, stopping once all are found.
+    fn find_structs<'n>(
+        &self,
+        names: &[&'n str],
+    ) -> Result<Vec<(&'n str, Option<DebugInfoOffset>)>, OffsetsError> {
+        let mut found: Vec<(&'n str, Option<DebugInfoOffset>)> =
+            names.iter().map(|n| (*n, None)).collect();
+        for (_, _, header, abbrevs) in &self.units {
+            let mut cursor = header.entries(abbrevs);
+            while let Some((_, entry)) = cursor.next_dfs()? {
+                if entry.tag() != gimli::DW_TAG_structure_type {
+                    continue;
+                }
+                let Some(name) = self.attr_str(entry.attr_value(gimli::DW_AT_name)?) else {
+                    continue;
+                };
+                if let Some(slot) = found
+                    .iter_mut()
+                    .find(|(n, off)| off.is_none() && n.as_bytes() == name)
+                {
+                    slot.1 = entry.offset().to_debug_info_offset(header);
+                    if found.iter().all(|(_, off)| off.is_some()) {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The offset of the (possibly nested, `.`-separated) member `path` in the struct at
+    /// `struct_offset`, named `ty` (for errors).
+    fn member_offset(
+        &self,
+        ty: &str,
+        struct_offset: DebugInfoOffset,
+        path: &str,
+    ) -> Result<u32, OffsetsError> {
+        let mut total: u64 = 0;
+        let mut current = struct_offset;
+        let mut segments = path.split('.').peekable();
+        let mut walked = String::new();
+        while let Some(segment) = segments.next() {
+            if !walked.is_empty() {
+                walked.push('.');
+            }
+            walked.push_str(segment);
+            let missing = || OffsetsError::MissingMember {
+                ty: ty.to_owned(),
+                member: walked.clone(),
+            };
+            let (offset, member_type) = self.find_member(current, segment)?.ok_or_else(missing)?;
+            let offset = offset.ok_or_else(|| OffsetsError::BadMemberLocation {
+                ty: ty.to_owned(),
+                member: walked.clone(),
+            })?;
+            total = total.saturating_add(offset);
+            if segments.peek().is_some() {
+                let not_struct = || OffsetsError::NotAStruct {
+                    ty: ty.to_owned(),
+                    member: walked.clone(),
+                };
+                let member_type = member_type.ok_or_else(not_struct)?;
+                current = self.strip_typedefs(member_type)?.ok_or_else(not_struct)?;
+            }
+        }
+        u32::try_from(total)
+            .ok()
+            .filter(|v| *v != UNKNOWN)
+            .ok_or(OffsetsError::OffsetTooLarge {
+                ty: ty.to_owned(),
+                member: walked,
+                offset: total,
+            })
+    }
+
+    fn unit_for(
+        &self,
+        offset: DebugInfoOffset,
+    ) -> Option<&(usize, usize, UnitHeader<R<'a>>, Arc<Abbreviations>)> {
+        let index = self
+            .units
+            .partition_point(|(start, ..)| *start <= offset.0)
+            .checked_sub(1)?;
+        let unit = &self.units[index];
+        (offset.0 < unit.1).then_some(unit)
+    }
+
+    /// Looks for the direct member `name` of the struct DIE at `offset`: returns its
+    /// `data_member_location` (None when not a constant) and the global offset of its type.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a private helper's (location, type) pair reads better than a one-off struct"
+    )]
+    fn find_member(
+        &self,
+        offset: DebugInfoOffset,
+        name: &str,
+    ) -> Result<Option<(Option<u64>, Option<DebugInfoOffset>)>, OffsetsError> {
+        let Some((_, _, header, abbrevs)) = self.unit_for(offset) else {
+            return Ok(None);
+        };
+        let Some(unit_offset) = offset.to_unit_offset(header) else {
+            return Ok(None);
+        };
+        let mut tree = header.entries_tree(abbrevs, Some(unit_offset))?;
+        let root = tree.root()?;
+        let mut children = root.children();
+        while let Some(child) = children.next()? {
+            let entry = child.entry();
+            if entry.tag() != gimli::DW_TAG_member {
+                continue;
+            }
+            let member_name = self.attr_str(entry.attr_value(gimli::DW_AT_name)?);
+            if member_name != Some(name.as_bytes()) {
+                continue;
+            }
+            let location = match entry.attr_value(gimli::DW_AT_data_member_location)? {
+                Some(AttributeValue::Exprloc(expr)) => plus_uconst(expr.0, header.encoding()),
+                Some(value) => value.udata_value(),
+                // DWARF: no location means offset 0 (e.g. a union member).
+                None => Some(0),
+            };
+            let member_type = self.type_ref(header, entry, gimli::DW_AT_type)?;
+            return Ok(Some((location, member_type)));
+        }
+        Ok(None)
+    }
+
+    /// Follows typedef/const/volatile chains from the type DIE at `offset` to a struct.
+    fn strip_typedefs(
+        &self,
+        mut offset: DebugInfoOffset,
+    ) -> Result<Option<DebugInfoOffset>, OffsetsError> {
+        // Bounded: a cycle in malformed DWARF must not hang.
+        for _ in 0..16 {
+            let Some((_, _, header, abbrevs)) = self.unit_for(offset) else {
+                return Ok(None);
+            };
+            let Some(unit_offset) = offset.to_unit_offset(header) else {
+                return Ok(None);
+            };
+            let mut cursor = header.entries_at_offset(abbrevs, unit_offset)?;
+            let Some((_, entry)) = cursor.next_dfs()? else {
+                return Ok(None);
+            };
+            match entry.tag() {
+                gimli::DW_TAG_structure_type => return Ok(Some(offset)),
+                gimli::DW_TAG_typedef | gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
+                    let Some(next) = self.type_ref(header, entry, gimli::DW_AT_type)? else {
+                        return Ok(None);
+                    };
+                    offset = next;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The global offset of the DIE that attribute `at` (a reference) of `entry` points to.
+    fn type_ref(
+        &self,
+        header: &UnitHeader<R<'a>>,
+        entry: &gimli::DebuggingInformationEntry<'_, '_, R<'a>>,
+        at: DwAt,
+    ) -> Result<Option<DebugInfoOffset>, OffsetsError> {
+        Ok(match entry.attr_value(at)? {
+            Some(AttributeValue::UnitRef(unit_offset)) => unit_offset.to_debug_info_offset(header),
+            Some(AttributeValue::DebugInfoRef(offset)) => Some(offset),
+            _ => None,
+        })
+    }
+
+    /// The bytes of a string attribute (Go writes DW_FORM_string; strp and line_strp are
+    /// handled too).
+    fn attr_str(&self, value: Option<AttributeValue<R<'a>>>) -> Option<&'a [u8]> {
+        match value? {
+            AttributeValue::String(s) => Some(s.slice()),
+            AttributeValue::DebugStrRef(offset) => {
+                self.dwarf.debug_str.get_str(offset).ok().map(|s| s.slice())
+            }
+            AttributeValue::DebugLineStrRef(offset) => self
+                .dwarf
+                .debug_line_str
+                .get_str(offset)
+                .ok()
+                .map(|s| s.slice()),
+            _ => None,
+        }
+    }
+}
+
+/// Evaluates a `data_member_location` expression of the form `DW_OP_plus_uconst N`
+/// (older DWARF producers).
+fn plus_uconst(expr: R<'_>, encoding: gimli::Encoding) -> Option<u64> {
+    let mut bytes = expr;
+    match Operation::parse(&mut bytes, encoding).ok()? {
+        Operation::PlusConstant { value } if bytes.is_empty() => Some(value),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_elf_error_not_a_panic() {
+        for bytes in [
+            &b""[..],
+            b"\x7fELF",
+            b"not an elf file at all",
+            &[0u8; 4096],
+        ] {
+            let err = from_dwarf(bytes).expect_err("garbage must not parse");
+            assert!(
+                matches!(err, OffsetsError::Elf(_)),
+                "unexpected error for {} bytes: {err}",
+                bytes.len()
+            );
+        }
+    }
+
+    /// A valid ELF64 header with no sections at all.
+    fn empty_elf() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2; // ELFCLASS64
+        h[5] = 1; // little endian
+        h[6] = 1; // EV_CURRENT
+        h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        h[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        h[20..24].copy_from_slice(&1u32.to_le_bytes()); // e_version
+        h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        h[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        h[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+        h
+    }
+
+    #[test]
+    fn elf_without_dwarf_is_no_dwarf() {
+        let err = from_dwarf(&empty_elf()).expect_err("no DWARF");
+        assert!(matches!(err, OffsetsError::NoDwarf), "got {err}");
+        let err = from_dwarf_partial(&empty_elf()).expect_err("no DWARF");
+        assert!(matches!(err, OffsetsError::NoDwarf), "got {err}");
+    }
+
+    #[test]
+    fn resolve_without_dwarf_uses_the_table() {
+        let (offsets, source) = resolve(&empty_elf(), "go1.23.9").expect("table has 1.23");
+        assert_eq!(
+            source,
+            OffsetsSource::Table {
+                release: (1, 23),
+                exact: true
+            }
+        );
+        assert_eq!(Some((offsets, true)), from_table(1, 23));
+        let err = resolve(&empty_elf(), "go1.20.14").expect_err("1.20 unsupported");
+        assert!(
+            matches!(
+                err,
+                OffsetsError::UnsupportedRelease {
+                    major: 1,
+                    minor: 20
+                }
+            ),
+            "got {err}"
+        );
+        let err = resolve(&empty_elf(), "gccgo").expect_err("not a version");
+        assert!(matches!(err, OffsetsError::BadVersion(_)), "got {err}");
+    }
+
+    #[test]
+    fn parses_go_versions() {
+        for (text, want) in [
+            ("go1.21.13", (1, 21)),
+            ("1.25.5", (1, 25)),
+            ("go1.26rc1", (1, 26)),
+            ("go1.27.3 X:greenteagc", (1, 27)),
+            ("devel go1.28-abcdef Tue Jan 1", (1, 28)),
+            ("go1.9", (1, 9)),
+        ] {
+            assert_eq!(parse_go_version(text).ok(), Some(want), "{text}");
+        }
+        for text in ["", "go", "go1", "gox.y", "go1.x"] {
+            assert!(parse_go_version(text).is_err(), "{text:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn table_is_sorted_unique_complete_and_starts_at_1_21() {
+        let table = super::super::offsets_table::TABLE;
+        assert_eq!(table.first().map(|e| e.0), Some((1, 21)), "oldest entry");
+        for pair in table.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "table not strictly ascending at {:?}",
+                pair[1].0
+            );
+        }
+        for (release, version, offsets) in table {
+            assert!(offsets.is_complete(), "{release:?} has unknown offsets");
+            assert_eq!(
+                parse_go_version(version).ok(),
+                Some(*release),
+                "entry {release:?} derived from {version}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_lookup_exact_newer_and_older() {
+        let table = super::super::offsets_table::TABLE;
+        for (release, _, offsets) in table {
+            assert_eq!(from_table(release.0, release.1), Some((*offsets, true)));
+        }
+        let (newest_release, _, newest) = table.last().expect("table is not empty");
+        assert_eq!(
+            from_table(newest_release.0, newest_release.1 + 5),
+            Some((*newest, false)),
+            "unknown newer minor takes the newest layout, inexact"
+        );
+        assert_eq!(from_table(1, 20), None);
+        assert_eq!(from_table(1, 0), None);
+        assert_eq!(from_table(0, 99), None);
+    }
+
+    #[test]
+    fn generated_source_matches_the_checked_in_table() {
+        let entries: Vec<TableEntry> = super::super::offsets_table::TABLE
+            .iter()
+            .map(|(release, version, offsets)| (*release, (*version).to_owned(), *offsets))
+            .collect();
+        assert_eq!(
+            generate_table_source(&entries),
+            include_str!("offsets_table.rs"),
+            "offsets_table.rs was edited by hand or the generator changed: regenerate it"
+        );
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_sorts() {
+        let a = (
+            (1, 30),
+            "go1.30.1".to_owned(),
+            RuntimeOffsets::from_array([7; 16]),
+        );
+        let b = ((1, 29), "go1.29.0".to_owned(), RuntimeOffsets::UNKNOWN);
+        let one = generate_table_source(&[a.clone(), b.clone()]);
+        let two = generate_table_source(&[b, a]);
+        assert_eq!(one, two);
+        let first_29 = one.find("(1, 29)").expect("1.29 present");
+        let first_30 = one.find("(1, 30)").expect("1.30 present");
+        assert!(first_29 < first_30, "entries sorted by release");
+        assert!(
+            one.contains("g_goid: u32::MAX,"),
+            "unknown written as u32::MAX"
+        );
+    }
+
+    #[test]
+    fn array_round_trip_and_field_names() {
+        let values: [u32; 16] = std::array::from_fn(|i| i as u32 * 8);
+        let offsets = RuntimeOffsets::from_array(values);
+        assert_eq!(offsets.to_array(), values);
+        assert_eq!(offsets.g_goid, 0);
+        assert_eq!(offsets.p_sysmontick_schedwhen, 120);
+        let names: Vec<&str> = offsets.fields().iter().map(|(n, _)| *n).collect();
+        let debug = format!("{offsets:?}");
+        let mut at = 0;
+        for name in names {
+            let found = debug[at..]
+                .find(&format!("{name}:"))
+                .unwrap_or_else(|| panic!("{name} out of declaration order in FIELD_SOURCES"));
+            at += found;
+        }
+        assert!(!RuntimeOffsets::UNKNOWN.is_complete());
+    }
+
+    #[test]
+    fn diff_names_differing_fields() {
+        let a = RuntimeOffsets::from_array([1; 16]);
+        let mut b = a;
+        b.m_procid = 2;
+        assert_eq!(a.diff(&b), vec![("m_procid", 1, 2)]);
+        assert!(a.diff(&a).is_empty());
+    }
 }
