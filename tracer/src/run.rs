@@ -134,6 +134,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     warn_async_preemption_off(&target);
     let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
+    // Time zero of the relative timestamps: probes are live from here on.
+    let start_ns = monotonic_ns();
     if let Some(paused) = paused {
         paused.release()?;
     }
@@ -168,7 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         aggregator: Aggregator::new(),
         symbolizer: Symbolizer::new(Arc::clone(&binary), bias),
         output: open_output(&cli)?,
-        start_ns: monotonic_ns(),
+        start_ns,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

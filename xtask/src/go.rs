@@ -16,8 +16,10 @@ pub const RELEASES: [&str; 7] = [
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 
-/// What CI tests: the oldest, a middle and the newest release.
-pub const CI_RELEASES: [&str; 3] = ["1.21.13", "1.24.11", "1.27.3"];
+/// What CI tests: the oldest; 1.24, the last with the +8 `g` layout; 1.26, the first
+/// without `textStart` in the pclntab header and with the reworked `asyncPreempt`; the
+/// newest.
+pub const CI_RELEASES: [&str; 4] = ["1.21.13", "1.24.11", "1.26.6", "1.27.3"];
 
 /// The release used for the demo and for single-release runs.
 pub const NEWEST: &str = "1.27.3";

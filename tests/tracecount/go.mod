@@ -1,0 +1,3 @@
+module goprobe.dev/tracecount
+
+go 1.21
