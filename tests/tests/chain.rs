@@ -256,6 +256,7 @@ fn demo_exercises_every_attached_link() {
             "go_async_preempt2" => &["async_preempt"],
             "go_gosched_impl" => &["gosched"],
             "go_preempt_park" => &["preempt_park"],
+            "go_suspend_g" => &["suspend_g"],
             other => panic!("{release}: unexpected attached program {other}"),
         };
         for kind in kinds {

@@ -21,20 +21,26 @@ const (
 
 // Record is one counted transition.
 type Record struct {
-	Kind     string  `json:"kind"`
-	Path     string  `json:"path"`    // async | stack_check | unknown | "" (gosched, yield)
-	Outcome  string  `json:"outcome"` // reschedule | park | gosched | yield
-	Ts       int64   `json:"ts"`      // trace time, ns (internal/trace Time)
-	Mono     *int64  `json:"mono_ns"` // CLOCK_MONOTONIC ns, null if not mappable
-	InWindow *bool   `json:"in_window,omitempty"`
-	GoID     int64   `json:"goid"`
-	M        int64   `json:"m"`
-	P        int64   `json:"p"`
-	Reason   string  `json:"reason"`
-	Where    *Frame  `json:"where"` // interrupted user frame (async) / frame whose prologue checked (stack-check, 1.25+)
-	Frames   []Frame `json:"frames"`
-	Waker    *Waker  `json:"waker,omitempty"`
-	Line     int     `json:"line"` // line of the event in the -d=parsed text
+	Kind     string `json:"kind"`
+	Path     string `json:"path"`    // async | stack_check | unknown | "" (gosched, yield)
+	Outcome  string `json:"outcome"` // reschedule | park | gosched | yield
+	Ts       int64  `json:"ts"`      // trace time, ns (internal/trace Time)
+	Mono     *int64 `json:"mono_ns"` // CLOCK_MONOTONIC ns, null if not mappable
+	InWindow *bool  `json:"in_window,omitempty"`
+	GoID     int64  `json:"goid"`
+	M        int64  `json:"m"`
+	P        int64  `json:"p"`
+	Reason   string `json:"reason"`
+	Where    *Frame `json:"where"` // interrupted user frame (async) / frame whose prologue checked (stack-check, 1.25+)
+	// InterruptedPC is the PC async preemption interrupted: where.pc + 1
+	// (the parser reports non-leaf frames at return address - 1, and the
+	// frame under asyncPreempt "returns" to the interrupted instruction).
+	// where.line is the line of where.pc, which can be the previous
+	// instruction's line.
+	InterruptedPC *uint64 `json:"interrupted_pc,omitempty"`
+	Frames        []Frame `json:"frames"`
+	Waker         *Waker  `json:"waker,omitempty"`
+	Line          int     `json:"line"` // line of the event in the -d=parsed text
 
 	stackless bool // v1 Running->Waiting without stack: preemptPark or GC worker park
 }
@@ -275,6 +281,7 @@ func (a *Analyzer) Event(ev *Event) {
 		switch path {
 		case "async":
 			r.Kind, r.Path, r.Outcome = KindAsyncReschedule, "async", "reschedule"
+			r.InterruptedPC = interruptedPC(where)
 		case "yield":
 			r.Kind, r.Path, r.Outcome = KindYield, "", "yield"
 		default:
@@ -299,6 +306,7 @@ func (a *Analyzer) Event(ev *Event) {
 			path, where := classifyPreemptStack(ev.TransitionStack, a.Format)
 			if path == "async" {
 				r.Kind, r.Path = KindAsyncPark, "async"
+				r.InterruptedPC = interruptedPC(where)
 			} else {
 				r.Kind, r.Path = KindStackCheckPark, "stack_check"
 			}
@@ -358,6 +366,14 @@ func (a *Analyzer) waker(ev *Event) *Waker {
 		w.Cause = "gc"
 	}
 	return w
+}
+
+func interruptedPC(where *Frame) *uint64 {
+	if where == nil || where.PC == 0 {
+		return nil
+	}
+	pc := where.PC + 1
+	return &pc
 }
 
 func isAsyncFrame(f Frame) bool {
@@ -448,30 +464,31 @@ func (a *Analyzer) Clock(startNS int64) ClockInfo {
 	if a.haveTraceStop {
 		c.StopAnchorTs = i64(a.traceStopTs)
 	}
-	anchor := func(clockNote string) {
+	anchor := func(clockNote string, accuracy int64) {
 		if startNS == 0 {
 			c.Method = "none"
 			c.Note = clockNote + " Pass -start-ns (CLOCK_MONOTONIC read right after runtime/trace.Start returned, the fixtures' start_ns) to map it."
 			return
 		}
 		at := a.traceStartTs
-		c.Note = clockNote + " Mapped by anchoring the last event written inside runtime/trace.Start to -start-ns: mapped times are ~1-2 us late at the start (the fixture reads start_ns ~1.3 us after that event), plus the drift of the trace's estimated tick rate (measured <= ~60 us over 3 s)."
+		c.Note = clockNote + " Mapped by anchoring the last event written inside runtime/trace.Start (the trace reader goroutine's creation) to -start-ns: mapped times are ~1-2 us late (that event precedes the fixture's start_ns by 0.9-2.0 us on 1.22-1.27 traces), plus the drift of the trace's tick rate."
 		if !a.haveTraceStart {
 			at = a.firstTs
-			c.Note = clockNote + " No event inside runtime/trace.Start found: anchored the first event to -start-ns (error up to a few hundred us)."
+			accuracy = 1_000_000
+			c.Note = clockNote + " No event inside runtime/trace.Start found: anchored the first event to -start-ns (error up to ~1 ms)."
 		}
 		c.MonoMappable = true
 		c.Method = "anchor_start_ns"
 		c.OffsetNs = startNS - at
-		c.AccuracyNs = 100_000
+		c.AccuracyNs = accuracy
 	}
 	switch {
 	case a.IsV1():
 		c.TraceClock = "cputicks (TSC), converted to ns relative to the first event"
-		anchor("Go 1.21 format: timestamps are relative to the trace's first event, not CLOCK_MONOTONIC.")
+		anchor("Go 1.21 format: timestamps are relative to the trace's first event, not CLOCK_MONOTONIC; the tick rate is averaged over the trace itself (drift within a few us).", 10_000)
 	case a.Format == 22:
 		c.TraceClock = "cputicks/64 (TSC) scaled by the runtime's estimated tick rate"
-		anchor("Go 1.22 format: TSC-based, not CLOCK_MONOTONIC (on this project's hosts it lands within ~2 us of it, but nothing guarantees that).")
+		anchor("Go 1.22 format: TSC-based, scaled by the runtime's start-up tick-rate estimate, not CLOCK_MONOTONIC (on this project's hosts it lands within ~2 us of it, but nothing guarantees that).", 100_000)
 	case a.Format >= 23 || (a.Format == 0 && a.snapshots > 0):
 		c.TraceClock = "nanotime/64 (CLOCK_MONOTONIC) on Linux, times 64 ns units"
 		c.MonoMappable = true
@@ -490,7 +507,7 @@ func (a *Analyzer) Clock(startNS int64) ClockInfo {
 		}
 	default:
 		c.TraceClock = "unknown"
-		anchor("Unknown trace format.")
+		anchor("Unknown trace format.", 1_000_000)
 	}
 	return c
 }

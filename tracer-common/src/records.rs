@@ -30,13 +30,16 @@ pub enum EventKind {
     GopreemptM = 11,
     /// `runtime.preemptPark` entered. Record: [`GoroutineHook`].
     PreemptPark = 12,
+    /// `runtime.suspendG` entered: the GC asks a goroutine to stop for a stack scan.
+    /// Record: [`GoroutineHook`].
+    SuspendG = 13,
 }
 
 /// One more than the largest [`EventKind`] value: the length of per-kind counter arrays.
-pub const KIND_COUNT: u32 = 13;
+pub const KIND_COUNT: u32 = 14;
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::SysmonTick,
         EventKind::PreemptOne,
         EventKind::PreemptM,
@@ -49,6 +52,7 @@ impl EventKind {
         EventKind::GoschedImpl,
         EventKind::GopreemptM,
         EventKind::PreemptPark,
+        EventKind::SuspendG,
     ];
 }
 
@@ -214,8 +218,8 @@ pub mod goroutine_flags {
 }
 
 /// [`EventKind::DoSigPreempt`], [`EventKind::AsyncPreempt2`], [`EventKind::GoschedImpl`],
-/// [`EventKind::GopreemptM`], [`EventKind::PreemptPark`]: a runtime function that acts on
-/// one goroutine.
+/// [`EventKind::GopreemptM`], [`EventKind::PreemptPark`], [`EventKind::SuspendG`]: a
+/// runtime function that acts on one goroutine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoroutineHook {

@@ -1,6 +1,7 @@
 //! The target thread's side: the signal handler's decision (`doSigPreempt`), the
 //! asynchronous preemption (`asyncPreempt2`), and where the goroutine goes next
-//! (`goschedImpl` with `preempted`, `gopreempt_m` in Go 1.21, `preemptPark`).
+//! (`goschedImpl` with `preempted`, `gopreempt_m` in Go 1.21, `preemptPark`), and the GC's
+//! request to stop a goroutine (`suspendG`).
 //!
 //! Verified on Go 1.21.13 … 1.27.3 (linux/amd64). R14 holds the current g in ABIInternal
 //! code, but it is the user goroutine only in `asyncPreempt2`; in `doSigPreempt` it is
@@ -90,6 +91,16 @@ pub fn go_preempt_park(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g_addr = unsafe { (*ctx.regs).rax };
     let _ = hook(&ctx, EventKind::PreemptPark, g_addr, 0, 0);
+    0
+}
+
+/// `runtime.suspendG(gp *g)`: `gp` in RAX. The GC wants `gp` stopped to scan its stack;
+/// the status read here tells whether it is running (and so must be preempted).
+#[uprobe]
+pub fn go_suspend_g(ctx: ProbeContext) -> u32 {
+    // SAFETY: as above.
+    let g_addr = unsafe { (*ctx.regs).rax };
+    let _ = hook(&ctx, EventKind::SuspendG, g_addr, 0, 0);
     0
 }
 

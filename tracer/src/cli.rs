@@ -42,9 +42,14 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Print only the summary, not one line per event.
+    /// Print only the summary, no live lines.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Text format: one line per kernel event (tick, request, signal, delivery, ...)
+    /// instead of one line per preemption attempt. JSON always carries both.
+    #[arg(long, conflicts_with = "quiet")]
+    pub raw: bool,
 
     /// Show which link of the preemption chain each probe observes and where it would be
     /// attached, then exit without attaching anything.

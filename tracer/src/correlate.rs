@@ -1,20 +1,27 @@
-//! Correlation: turning the per-hook event stream into preemptions.
+//! Correlation: turning the per-hook event stream into preemption attempts, each a chain
+//! from the request to its outcome, and classifying every reschedule and park.
 //!
-//! Events of one thread arrive in the order they happened (each is submitted before the
-//! thread runs on), so per-thread state is enough to tell how a goroutine got to be
-//! rescheduled or parked: if `asyncPreempt2` ran on this thread for this goroutine just
-//! before, it was an asynchronous preemption; otherwise the goroutine reached the runtime
-//! through its function prologue's stack check (`morestack` → `newstack`), the
-//! cooperative path.
+//! Two facts make this possible with entry probes alone:
+//! - events of one thread arrive in the order they happened (each is submitted before the
+//!   thread runs on), and
+//! - the runtime keeps at most one SIGURG in flight per M (`m.signalPending`), so a chain
+//!   is identified by its target thread from `signalM` to the handler.
+//!
+//! An attempt starts at a request — `preemptone` (sysmon's `retake`, or stop-the-world's
+//! `preemptall`), `suspendG` on a running goroutine (the GC), or a `signalM` with no request
+//! before it — and ends when its goroutine leaves the CPU (asynchronously, or at a function
+//! prologue: cooperatively), when a later request for the same M supersedes it, when it
+//! expires, or when tracing ends. Open state is bounded by the number of threads (and, for
+//! GC requests waiting on a goroutine, goroutines), and expires.
 
 use std::collections::HashMap;
 
 use tracer_common::EventKind;
 
-use crate::events::{Event, EventData};
+use crate::events::{Event, EventData, SignalResult};
 
 /// How a preempted goroutine entered the scheduler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PreemptPath {
     /// SIGURG → `doSigPreempt` injected a call → `asyncPreempt` → `asyncPreempt2`.
     Async,
@@ -32,7 +39,7 @@ impl PreemptPath {
 }
 
 /// What the runtime did with the goroutine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PreemptAction {
     /// Back on a run queue (`goschedImpl(gp, preempted=true)` / `gopreempt_m`).
     Reschedule,
@@ -71,12 +78,301 @@ pub enum Meaning {
     None,
 }
 
+/// Who asked for the preemption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Requester {
+    /// sysmon's `retake`: a goroutine ran for over 10 ms.
+    Sysmon,
+    /// `preemptall`: stopping the world (GC phase changes, `GOMAXPROCS`, ...).
+    StopTheWorld,
+    /// `suspendG`: the GC scanning a running goroutine's stack.
+    Gc,
+    /// Anything else (a SIGURG from outside, a request made before tracing began).
+    Other,
+}
+
+impl Requester {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sysmon => "sysmon",
+            Self::StopTheWorld => "stop_the_world",
+            Self::Gc => "gc",
+            Self::Other => "other",
+        }
+    }
+
+    pub const ALL: [Requester; 4] = [
+        Requester::Sysmon,
+        Requester::StopTheWorld,
+        Requester::Gc,
+        Requester::Other,
+    ];
+}
+
+/// The function a hooked runtime function returns to, as the pipeline resolved it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Retake,
+    Preemptall,
+    Preemptone,
+    SuspendG,
+    Other,
+}
+
+impl Caller {
+    pub fn from_function(name: &str) -> Caller {
+        match name {
+            "runtime.retake" => Caller::Retake,
+            "runtime.preemptall" => Caller::Preemptall,
+            "runtime.preemptone" => Caller::Preemptone,
+            "runtime.suspendG" => Caller::SuspendG,
+            _ => Caller::Other,
+        }
+    }
+}
+
+/// Why a delivered SIGURG did not preempt the goroutine it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// The goroutine asked to stop was no longer the one running on that M.
+    TargetMoved,
+    /// The goroutine found was not in `_Grunning` (status in the attempt).
+    NotRunning,
+    /// Running, wanted, but not at an async safe point (runtime code, an unsafe point,
+    /// a syscall or cgo): see the attempt's interrupted PC.
+    UnsafePoint,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TargetMoved => "target_moved",
+            Self::NotRunning => "not_running",
+            Self::UnsafePoint => "unsafe_point",
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Preempted asynchronously: SIGURG, injected call, `asyncPreempt2`.
+    Async(PreemptAction),
+    /// Preempted at a function prologue (the request's stack guard), before or instead of
+    /// any signal.
+    Cooperative(PreemptAction),
+    /// The signal arrived and the handler injected nothing; nothing else preempted the
+    /// goroutine before the next request (or the end).
+    Refused(Refusal),
+    /// No SIGURG was sent (async preemption is off, or the P had no M) and the goroutine
+    /// was not preempted before the next request.
+    NoSignal,
+    /// Merged into a SIGURG already in flight to the same thread: by the runtime (a
+    /// request while `m.signalPending`) or by the kernel (signal already pending).
+    Coalesced,
+    /// Sent but never delivered before the next signal to that thread.
+    SignalLost,
+    /// No outcome within the expiry window (thread gone, or events lost).
+    Expired,
+    /// Tracing ended first.
+    Unfinished,
+    /// `preemptone` had nothing to do: the M runs no user goroutine, or is the caller's own
+    /// (stop-the-world skips itself). Counted, not shown live.
+    NoTarget,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Async(_) => "async",
+            Self::Cooperative(_) => "cooperative",
+            Self::Refused(_) => "refused",
+            Self::NoSignal => "no_signal",
+            Self::Coalesced => "coalesced",
+            Self::SignalLost => "signal_lost",
+            Self::Expired => "expired",
+            Self::Unfinished => "unfinished",
+            Self::NoTarget => "no_target",
+        }
+    }
+
+    pub fn is_preemption(self) -> bool {
+        matches!(self, Self::Async(_) | Self::Cooperative(_))
+    }
+}
+
+/// CLOCK_MONOTONIC timestamps of each link an attempt went through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamps {
+    /// The sysmon tick (`retake` entry) the request was made in.
+    pub tick: Option<u64>,
+    /// `preemptone` or `suspendG` (or the `signalM` when nothing came before it).
+    pub request: Option<u64>,
+    pub signal: Option<u64>,
+    pub tgkill: Option<u64>,
+    pub generate: Option<u64>,
+    pub deliver: Option<u64>,
+    pub handler: Option<u64>,
+    /// `asyncPreempt2`.
+    pub preempt: Option<u64>,
+    /// Reschedule or park: the goroutine is off the CPU.
+    pub off: Option<u64>,
+}
+
+/// A hop between two links of the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hop {
+    TickToRequest,
+    RequestToSignal,
+    SignalToTgkill,
+    /// tgkill → delivery on the target thread: the kernel's part.
+    TgkillToDeliver,
+    DeliverToHandler,
+    HandlerToPreempt,
+    PreemptToOff,
+    /// Request → goroutine off the CPU, whatever the path: the preemption latency.
+    RequestToOff,
+}
+
+impl Hop {
+    pub const ALL: [Hop; 8] = [
+        Hop::TickToRequest,
+        Hop::RequestToSignal,
+        Hop::SignalToTgkill,
+        Hop::TgkillToDeliver,
+        Hop::DeliverToHandler,
+        Hop::HandlerToPreempt,
+        Hop::PreemptToOff,
+        Hop::RequestToOff,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TickToRequest => "tick→request",
+            Self::RequestToSignal => "request→signalM",
+            Self::SignalToTgkill => "signalM→tgkill",
+            Self::TgkillToDeliver => "tgkill→deliver",
+            Self::DeliverToHandler => "deliver→handler",
+            Self::HandlerToPreempt => "handler→asyncPreempt2",
+            Self::PreemptToOff => "asyncPreempt2→off",
+            Self::RequestToOff => "request→off (total)",
+        }
+    }
+
+    /// Stable key for JSON and metrics.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::TickToRequest => "tick_to_request",
+            Self::RequestToSignal => "request_to_signal",
+            Self::SignalToTgkill => "signal_to_tgkill",
+            Self::TgkillToDeliver => "tgkill_to_deliver",
+            Self::DeliverToHandler => "deliver_to_handler",
+            Self::HandlerToPreempt => "handler_to_preempt",
+            Self::PreemptToOff => "preempt_to_off",
+            Self::RequestToOff => "request_to_off",
+        }
+    }
+}
+
+/// One preemption attempt, from request to outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub id: u64,
+    pub requester: Requester,
+    /// Thread that asked (sysmon's, or the GC worker's).
+    pub requester_tid: u32,
+    /// Thread of the M running the goroutine.
+    pub target_tid: Option<u32>,
+    /// The goroutine asked to stop.
+    pub goid: Option<u64>,
+    /// The goroutine that actually stopped (differs when the target moved on).
+    pub preempted_goid: Option<u64>,
+    pub p_id: Option<i32>,
+    pub m_id: Option<i64>,
+    /// How long the goroutine had been running when asked: request time minus
+    /// `p.sysmontick.schedwhen` (a lower bound; sysmon requests only).
+    pub ran_ns: Option<u64>,
+    pub stamps: Stamps,
+    /// Where the thread was when the signal was handled (or delivered).
+    pub interrupted_pc: Option<u64>,
+    /// `g.atomicstatus` of the goroutine the handler found.
+    pub handler_g_status: Option<u32>,
+    /// The handler ran and injected nothing (the final outcome may still be cooperative).
+    pub refused: Option<Refusal>,
+    pub outcome: Outcome,
+    /// Preempted cooperatively while its SIGURG was still in flight: the outcome is known,
+    /// the attempt stays open until the handler consumes the signal.
+    pub served: Option<Outcome>,
+}
+
+impl Attempt {
+    /// Each hop's duration, where both ends were observed.
+    pub fn hops(&self) -> impl Iterator<Item = (Hop, u64)> + '_ {
+        let s = &self.stamps;
+        let span = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
+        Hop::ALL.into_iter().filter_map(move |hop| {
+            let d = match hop {
+                Hop::TickToRequest => span(s.tick, s.request),
+                Hop::RequestToSignal => span(s.request, s.signal),
+                Hop::SignalToTgkill => span(s.signal, s.tgkill),
+                Hop::TgkillToDeliver => span(s.tgkill, s.deliver),
+                Hop::DeliverToHandler => span(s.deliver, s.handler),
+                Hop::HandlerToPreempt => span(s.handler, s.preempt),
+                Hop::PreemptToOff => span(s.preempt, s.off),
+                Hop::RequestToOff if self.outcome.is_preemption() => span(s.request, s.off),
+                Hop::RequestToOff => None,
+            };
+            d.map(|d| (hop, d))
+        })
+    }
+
+    pub fn hop(&self, hop: Hop) -> Option<u64> {
+        self.hops().find(|(h, _)| *h == hop).map(|(_, d)| d)
+    }
+
+    /// When the attempt began.
+    pub fn start_ns(&self) -> u64 {
+        let s = &self.stamps;
+        s.request
+            .or(s.signal)
+            .or(s.tgkill)
+            .or(s.generate)
+            .or(s.deliver)
+            .or(s.handler)
+            .unwrap_or(0)
+    }
+}
+
+/// What correlation found, beyond per-event meanings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finding {
+    /// A finished attempt.
+    Attempt(Box<Attempt>),
+    /// Interval between two consecutive sysmon ticks.
+    TickInterval(u64),
+}
+
+/// How long an attempt may stay open. Long, because a stop-the-world or GC request with
+/// async preemption off legitimately waits seconds for a goroutine to reach a prologue.
+const EXPIRE_AFTER_NS: u64 = 60_000_000_000;
+/// How long after the handler an `asyncPreempt2` may still come: the injected call runs as
+/// soon as the handler returns, so anything slower means it was refused.
+const DECISION_WINDOW_NS: u64 = 5_000_000;
+/// How often expiry runs, in trace time.
+const SWEEP_EVERY_NS: u64 = 50_000_000;
+
+/// `_Grunning` in `g.atomicstatus` (stable since Go 1.0).
+const G_RUNNING: u32 = 2;
+
 #[derive(Default)]
 struct ThreadState {
     /// `asyncPreempt2` seen on this thread, not yet followed by its reschedule/park.
     pending_async: Option<PendingAsync>,
     /// Go 1.21: `gopreempt_m` seen; the `goschedImpl` that follows is its continuation.
     pending_gopreempt_m: Option<u64>,
+    /// A request this thread just made (`preemptone`) whose `signalM` would come next:
+    /// the target thread of the open attempt.
+    awaiting_signal: Option<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -85,9 +381,29 @@ struct PendingAsync {
     resume_pc: Option<u64>,
 }
 
+/// A GC `suspendG` of a running goroutine not yet turned into an attempt.
+#[derive(Clone, Copy)]
+struct PendingSuspend {
+    ts: u64,
+    requester_tid: u32,
+}
+
 #[derive(Default)]
 pub struct Correlator {
     threads: HashMap<u32, ThreadState>,
+    /// Open attempts by target thread (at most one SIGURG in flight per M).
+    open: HashMap<u32, Attempt>,
+    /// Attempts whose handler ran and whose decision (`asyncPreempt2` next, or not) is
+    /// still to come, displaced from `open` by a newer request for the same thread: the
+    /// next event on that thread decides them.
+    deciding: HashMap<u32, Attempt>,
+    /// Open attempts whose target thread is not known (offsets unknown).
+    suspends: HashMap<u64, PendingSuspend>,
+    last_tick: Option<(u32, u64)>,
+    next_id: u64,
+    now_ns: u64,
+    last_sweep_ns: u64,
+    findings: Vec<Finding>,
 }
 
 impl Correlator {
@@ -95,164 +411,623 @@ impl Correlator {
         Correlator::default()
     }
 
-    pub fn observe(&mut self, event: &Event) -> Meaning {
+    /// Takes what correlation has found so far (finished attempts, tick intervals).
+    pub fn drain_findings(&mut self) -> std::vec::Drain<'_, Finding> {
+        self.findings.drain(..)
+    }
+
+    /// Closes every open attempt as unfinished (tracing ended).
+    pub fn finish(&mut self) {
+        let deciding: Vec<Attempt> = self.deciding.drain().map(|(_, a)| a).collect();
+        for mut attempt in deciding {
+            let refusal = refusal(&attempt);
+            attempt.refused = Some(refusal);
+            self.close(attempt, Outcome::Refused(refusal));
+        }
+        let open: Vec<Attempt> = self.open.drain().map(|(_, attempt)| attempt).collect();
+        for mut attempt in open {
+            if decision_pending(&attempt) {
+                attempt.refused = Some(refusal(&attempt));
+            }
+            let outcome = attempt.served.unwrap_or(Outcome::Unfinished);
+            self.close(attempt, outcome);
+        }
+        let suspends: Vec<(u64, PendingSuspend)> = self.suspends.drain().collect();
+        for (goid, suspend) in suspends {
+            let attempt = self.gc_attempt(goid, suspend);
+            self.close(attempt, Outcome::Unfinished);
+        }
+        self.findings.sort_by_key(|finding| match finding {
+            Finding::Attempt(attempt) => attempt.start_ns(),
+            Finding::TickInterval(_) => 0,
+        });
+    }
+
+    /// Feeds one event; `caller` is what its caller PC resolved to (preemption requests
+    /// and `signalM`).
+    pub fn observe(&mut self, event: &Event, caller: Option<Caller>) -> Meaning {
+        self.now_ns = self.now_ns.max(event.ts_ns);
+        self.resolve_decision_on_thread(event);
+        self.resolve_awaiting_signal(event);
+        let meaning = match &event.data {
+            EventData::SysmonTick { .. } => {
+                if let Some((tid, prev)) = self.last_tick
+                    && tid == event.tid
+                    && let Some(interval) = event.ts_ns.checked_sub(prev)
+                {
+                    self.findings.push(Finding::TickInterval(interval));
+                }
+                self.last_tick = Some((event.tid, event.ts_ns));
+                Meaning::None
+            }
+            EventData::PreemptRequest { .. } => {
+                self.on_request(event, caller);
+                Meaning::None
+            }
+            EventData::SignalM { .. } if event.kind == EventKind::SignalM => {
+                self.on_signal_m(event, caller);
+                Meaning::None
+            }
+            EventData::Tgkill { target_tid, .. } => {
+                self.on_tgkill(event, *target_tid);
+                Meaning::None
+            }
+            EventData::SignalGenerate {
+                target_tid, result, ..
+            } => {
+                self.on_generate(event, *target_tid, *result);
+                Meaning::None
+            }
+            EventData::SignalDeliver { user_pc, .. } => {
+                self.on_deliver(event, *user_pc);
+                Meaning::None
+            }
+            EventData::Goroutine { .. } => self.on_goroutine(event),
+            EventData::SignalM { .. } => Meaning::None,
+        };
+        if self.now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS {
+            self.sweep();
+        }
+        meaning
+    }
+
+    fn new_attempt(&mut self, requester: Requester, requester_tid: u32) -> Attempt {
+        self.next_id += 1;
+        Attempt {
+            id: self.next_id,
+            requester,
+            requester_tid,
+            target_tid: None,
+            goid: None,
+            preempted_goid: None,
+            p_id: None,
+            m_id: None,
+            ran_ns: None,
+            stamps: Stamps::default(),
+            interrupted_pc: None,
+            handler_g_status: None,
+            refused: None,
+            outcome: Outcome::Unfinished,
+            served: None,
+        }
+    }
+
+    fn close(&mut self, mut attempt: Attempt, outcome: Outcome) {
+        attempt.outcome = outcome;
+        self.findings.push(Finding::Attempt(Box::new(attempt)));
+    }
+
+    /// Puts `attempt` in as the open one for `target`, closing the one it replaces.
+    fn open_for(&mut self, target: u32, attempt: Attempt) {
+        let Some(old) = self.open.insert(target, attempt) else {
+            return;
+        };
+        if decision_pending(&old) {
+            if let Some(older) = self.deciding.insert(target, old) {
+                let outcome = superseded_outcome(&older);
+                self.close(older, outcome);
+            }
+        } else {
+            let outcome = superseded_outcome(&old);
+            self.close(old, outcome);
+        }
+    }
+
+    fn on_request(&mut self, event: &Event, caller: Option<Caller>) {
+        let EventData::PreemptRequest {
+            m_tid,
+            goid,
+            p_id,
+            schedwhen_ns,
+            ..
+        } = event.data
+        else {
+            return;
+        };
+        let requester = match caller {
+            Some(Caller::Retake) => Requester::Sysmon,
+            Some(Caller::Preemptall) => Requester::StopTheWorld,
+            _ => Requester::Other,
+        };
+        let mut attempt = self.new_attempt(requester, event.tid);
+        attempt.target_tid = m_tid;
+        attempt.goid = goid;
+        attempt.p_id = p_id;
+        attempt.stamps.request = Some(event.ts_ns);
+        if requester == Requester::Sysmon {
+            attempt.stamps.tick = self
+                .last_tick
+                .filter(|(tid, _)| *tid == event.tid)
+                .map(|(_, ts)| ts);
+            attempt.ran_ns =
+                schedwhen_ns.and_then(|when| u64::try_from(event.ts_ns as i64 - when).ok());
+        }
+        match m_tid {
+            // `preemptone` returns at once when the P has no M, the M runs no user
+            // goroutine, or the M is the caller's own: nothing will follow.
+            None => self.close(attempt, Outcome::NoSignal),
+            Some(target) if target == event.tid || goid.is_none_or(|goid| goid == 0) => {
+                self.close(attempt, Outcome::NoTarget);
+            }
+            // A SIGURG is already on its way to that M: the runtime sends no second one
+            // (`m.signalPending`), the one in flight serves this request too.
+            Some(target) if self.open.get(&target).is_some_and(signal_in_flight) => {
+                self.close(attempt, Outcome::Coalesced);
+            }
+            Some(target) => {
+                self.open_for(target, attempt);
+                self.thread(event.tid).awaiting_signal = Some(target);
+            }
+        }
+    }
+
+    fn on_signal_m(&mut self, event: &Event, caller: Option<Caller>) {
+        let EventData::SignalM {
+            m_tid,
+            m_id,
+            goid,
+            p_id,
+            ..
+        } = event.data
+        else {
+            return;
+        };
+        let awaited = self.thread(event.tid).awaiting_signal.take();
+        let target = m_tid.or(awaited);
+        // The request this thread just made, for this M: same attempt.
+        if let (Some(target), Some(awaited)) = (target, awaited)
+            && target == awaited
+            && let Some(attempt) = self.open.get_mut(&target)
+            && attempt.stamps.signal.is_none()
+        {
+            attempt.stamps.signal = Some(event.ts_ns);
+            attempt.m_id = m_id;
+            return;
+        }
+        let requester = match caller {
+            Some(Caller::SuspendG) => Requester::Gc,
+            _ => Requester::Other,
+        };
+        let mut attempt = self.new_attempt(requester, event.tid);
+        attempt.target_tid = target;
+        attempt.goid = goid;
+        attempt.p_id = p_id;
+        attempt.m_id = m_id;
+        attempt.stamps.signal = Some(event.ts_ns);
+        attempt.stamps.request = Some(event.ts_ns);
+        if requester == Requester::Gc
+            && let Some(goid) = goid
+            && let Some(suspend) = self.suspends.remove(&goid)
+        {
+            attempt.stamps.request = Some(suspend.ts);
+        }
+        match target {
+            Some(target) => self.open_for(target, attempt),
+            None => self.close(attempt, Outcome::Expired),
+        }
+    }
+
+    fn on_tgkill(&mut self, event: &Event, target: u32) {
+        match self.open.get_mut(&target) {
+            Some(attempt) if attempt.stamps.signal.is_some() && attempt.stamps.tgkill.is_none() => {
+                attempt.stamps.tgkill = Some(event.ts_ns);
+            }
+            _ => {
+                // A SIGURG nobody in the runtime asked for (or whose request we missed).
+                let mut attempt = self.new_attempt(Requester::Other, event.tid);
+                attempt.target_tid = Some(target);
+                attempt.stamps.tgkill = Some(event.ts_ns);
+                self.open_for(target, attempt);
+            }
+        }
+    }
+
+    fn on_generate(&mut self, event: &Event, target: u32, result: SignalResult) {
+        let Some(attempt) = self.open.get_mut(&target) else {
+            return;
+        };
+        if attempt.stamps.generate.is_some() {
+            return;
+        }
+        attempt.stamps.generate = Some(event.ts_ns);
+        if result == SignalResult::AlreadyPending
+            && let Some(attempt) = self.open.remove(&target)
+        {
+            self.close(attempt, Outcome::Coalesced);
+        }
+    }
+
+    fn on_deliver(&mut self, event: &Event, user_pc: u64) {
+        let target = event.tid;
+        let fresh = match self.open.get_mut(&target) {
+            Some(attempt) if attempt.stamps.deliver.is_none() => {
+                attempt.stamps.deliver = Some(event.ts_ns);
+                attempt.interrupted_pc = Some(user_pc);
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let mut attempt = self.new_attempt(Requester::Other, 0);
+            attempt.target_tid = Some(target);
+            attempt.stamps.deliver = Some(event.ts_ns);
+            attempt.interrupted_pc = Some(user_pc);
+            self.open_for(target, attempt);
+        }
+    }
+
+    fn on_goroutine(&mut self, event: &Event) -> Meaning {
         let EventData::Goroutine {
             g_addr,
             goid,
             pc,
+            g_status,
             preempted,
             ..
         } = event.data
         else {
             return Meaning::None;
         };
-        let thread = self.threads.entry(event.tid).or_default();
-        let preemption = |thread: &mut ThreadState, action| {
-            let pending = thread
-                .pending_async
-                .take()
-                .filter(|pending| pending.g_addr == g_addr);
-            Meaning::Preemption(Preemption {
-                ts_ns: event.ts_ns,
-                tid: event.tid,
-                goid,
-                path: if pending.is_some() {
-                    PreemptPath::Async
-                } else {
-                    PreemptPath::StackCheck
-                },
-                action,
-                resume_pc: pending.and_then(|pending| pending.resume_pc),
-            })
-        };
         match event.kind {
+            EventKind::DoSigPreempt => {
+                // A second handler with no asyncPreempt2 since: the earlier one refused.
+                self.refuse_deciding(event.tid);
+                if let Some(attempt) = self.open.get_mut(&event.tid)
+                    && attempt.stamps.handler.is_none()
+                {
+                    attempt.stamps.handler = Some(event.ts_ns);
+                    attempt.handler_g_status = g_status;
+                    if pc.is_some() {
+                        attempt.interrupted_pc = pc;
+                    }
+                    if let Some(outcome) = attempt.served {
+                        // Preempted cooperatively already; this handler just consumes the
+                        // signal (it finds another goroutine, or g0).
+                        if let Some(attempt) = self.open.remove(&event.tid) {
+                            self.close(attempt, outcome);
+                        }
+                    } else {
+                        attempt.preempted_goid = goid;
+                    }
+                }
+                Meaning::None
+            }
+            EventKind::SuspendG => {
+                // Only a running goroutine has to be preempted; the others are scanned
+                // where they stand.
+                if g_status == Some(G_RUNNING)
+                    && let Some(goid) = goid
+                {
+                    self.suspends.insert(
+                        goid,
+                        PendingSuspend {
+                            ts: event.ts_ns,
+                            requester_tid: event.tid,
+                        },
+                    );
+                }
+                Meaning::None
+            }
             EventKind::AsyncPreempt2 => {
+                let thread = self.thread(event.tid);
                 thread.pending_async = Some(PendingAsync {
                     g_addr,
                     resume_pc: pc,
                 });
                 thread.pending_gopreempt_m = None;
+                // The injected call belongs to the last handler on this thread: a displaced
+                // attempt still deciding, else the open one.
+                let attempt = match self.deciding.get_mut(&event.tid) {
+                    Some(deciding) => Some(deciding),
+                    None => self.open.get_mut(&event.tid),
+                };
+                if let Some(attempt) = attempt
+                    && attempt.stamps.preempt.is_none()
+                {
+                    attempt.stamps.preempt = Some(event.ts_ns);
+                    attempt.preempted_goid = goid.or(attempt.preempted_goid);
+                    attempt.refused = None;
+                }
                 Meaning::None
             }
-            EventKind::PreemptPark => preemption(thread, PreemptAction::Park),
+            EventKind::PreemptPark => self.preempted(event, g_addr, goid, PreemptAction::Park),
             EventKind::GopreemptM => {
-                thread.pending_gopreempt_m = Some(g_addr);
-                preemption(thread, PreemptAction::Reschedule)
+                self.thread(event.tid).pending_gopreempt_m = Some(g_addr);
+                self.preempted(event, g_addr, goid, PreemptAction::Reschedule)
             }
             EventKind::GoschedImpl => match preempted {
-                Some(true) => preemption(thread, PreemptAction::Reschedule),
+                Some(true) => self.preempted(event, g_addr, goid, PreemptAction::Reschedule),
                 Some(false) => Meaning::VoluntaryYield,
                 // Go 1.21: no flag; `gopreempt_m` just before on this thread means this is
                 // its call, already counted.
-                None if thread.pending_gopreempt_m.take() == Some(g_addr) => Meaning::None,
+                None if self.thread(event.tid).pending_gopreempt_m.take() == Some(g_addr) => {
+                    Meaning::None
+                }
                 None => Meaning::VoluntaryYield,
             },
             _ => Meaning::None,
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// A goroutine left the CPU on request: classify the path, close its attempt.
+    fn preempted(
+        &mut self,
+        event: &Event,
+        g_addr: u64,
+        goid: Option<u64>,
+        action: PreemptAction,
+    ) -> Meaning {
+        let pending = self
+            .thread(event.tid)
+            .pending_async
+            .take()
+            .filter(|pending| pending.g_addr == g_addr);
+        let path = if pending.is_some() {
+            PreemptPath::Async
+        } else {
+            PreemptPath::StackCheck
+        };
+        let outcome = match path {
+            PreemptPath::Async => Outcome::Async(action),
+            PreemptPath::StackCheck => Outcome::Cooperative(action),
+        };
+        if path == PreemptPath::Async
+            && let Some(mut attempt) = self.deciding.remove(&event.tid)
+        {
+            attempt.stamps.off = Some(event.ts_ns);
+            self.close(attempt, outcome);
+            return Meaning::Preemption(Preemption {
+                ts_ns: event.ts_ns,
+                tid: event.tid,
+                goid,
+                path,
+                action,
+                resume_pc: pending.and_then(|pending| pending.resume_pc),
+            });
+        }
+        // The attempt this ends: on this thread (async, or a request for the goroutine
+        // running here), else any attempt for this goroutine, else a GC suspend waiting
+        // for it.
+        let here = self.open.get(&event.tid).is_some_and(|attempt| {
+            path == PreemptPath::Async || goid.is_some() && attempt.goid == goid
+        });
+        let key = if here {
+            Some(event.tid)
+        } else {
+            goid.and_then(|goid| {
+                self.open
+                    .iter()
+                    .find(|(_, attempt)| attempt.goid == Some(goid))
+                    .map(|(tid, _)| *tid)
+            })
+        };
+        // Preempted at a prologue while its SIGURG is in flight, or about to be sent (the
+        // requester is between `preemptone` and `signalM`): the outcome is known, but the
+        // attempt stays open to own that signal.
+        let served_in_flight = key.is_some_and(|key| {
+            path == PreemptPath::StackCheck
+                && self.open.get(&key).is_some_and(|a| {
+                    a.served.is_none()
+                        && (signal_in_flight(a)
+                            || self
+                                .threads
+                                .get(&a.requester_tid)
+                                .is_some_and(|t| t.awaiting_signal == Some(key)))
+                })
+        });
+        if served_in_flight && let Some(attempt) = key.and_then(|key| self.open.get_mut(&key)) {
+            attempt.stamps.off = Some(event.ts_ns);
+            attempt.preempted_goid = goid.or(attempt.preempted_goid);
+            attempt.served = Some(outcome);
+            if let Some(goid) = goid {
+                self.suspends.remove(&goid);
+            }
+        } else if let Some(mut attempt) = key.and_then(|key| self.open.remove(&key)) {
+            attempt.stamps.off = Some(event.ts_ns);
+            attempt.preempted_goid = goid.or(attempt.preempted_goid);
+            self.close(attempt, outcome);
+            if let Some(goid) = goid {
+                self.suspends.remove(&goid);
+            }
+        } else if let Some(goid) = goid
+            && let Some(suspend) = self.suspends.remove(&goid)
+        {
+            let mut attempt = self.gc_attempt(goid, suspend);
+            attempt.target_tid = Some(event.tid);
+            attempt.stamps.off = Some(event.ts_ns);
+            attempt.preempted_goid = Some(goid);
+            self.close(attempt, outcome);
+        }
+        Meaning::Preemption(Preemption {
+            ts_ns: event.ts_ns,
+            tid: event.tid,
+            goid,
+            path,
+            action,
+            resume_pc: pending.and_then(|pending| pending.resume_pc),
+        })
+    }
 
-    fn hook(kind: EventKind, tid: u32, g_addr: u64, preempted: Option<bool>) -> Event {
-        Event {
-            kind,
-            ts_ns: 1,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data: EventData::Goroutine {
-                g_addr,
-                goid: Some(g_addr / 0x100),
-                pc: (kind == EventKind::AsyncPreempt2).then_some(0x4a0000),
-                g_status: Some(2),
-                preempted,
-                preempt_flags: None,
-            },
+    fn gc_attempt(&mut self, goid: u64, suspend: PendingSuspend) -> Attempt {
+        let mut attempt = self.new_attempt(Requester::Gc, suspend.requester_tid);
+        attempt.goid = Some(goid);
+        attempt.stamps.request = Some(suspend.ts);
+        attempt
+    }
+
+    /// After the handler ran on a thread, the next event there tells whether it injected
+    /// the call: `asyncPreempt2` comes first if it did.
+    fn resolve_decision_on_thread(&mut self, event: &Event) {
+        if event.kind == EventKind::AsyncPreempt2 || event.kind == EventKind::DoSigPreempt {
+            return;
+        }
+        if self
+            .deciding
+            .get(&event.tid)
+            .is_some_and(|a| a.stamps.preempt.is_none())
+        {
+            self.refuse_deciding(event.tid);
+        }
+        if let Some(attempt) = self.open.get_mut(&event.tid)
+            && attempt.stamps.handler.is_some()
+            && attempt.stamps.preempt.is_none()
+            && attempt.refused.is_none()
+        {
+            attempt.refused = Some(refusal(attempt));
         }
     }
 
-    fn path_of(meaning: Meaning) -> (PreemptPath, PreemptAction) {
-        let Meaning::Preemption(p) = meaning else {
-            panic!("expected a preemption, got {meaning:?}");
+    /// Closes the displaced attempt deciding on `tid` as refused.
+    fn refuse_deciding(&mut self, tid: u32) {
+        if let Some(mut attempt) = self.deciding.remove(&tid) {
+            let refusal = attempt.refused.unwrap_or_else(|| refusal(&attempt));
+            attempt.refused = Some(refusal);
+            self.close(attempt, Outcome::Refused(refusal));
+        }
+    }
+
+    /// A request whose `signalM` did not come right after it sent no signal; if its
+    /// goroutine was already preempted at a prologue, it is done.
+    fn resolve_awaiting_signal(&mut self, event: &Event) {
+        if event.kind == EventKind::SignalM {
+            return;
+        }
+        let Some(target) = self
+            .threads
+            .get_mut(&event.tid)
+            .and_then(|thread| thread.awaiting_signal.take())
+        else {
+            return;
         };
-        (p.path, p.action)
+        if let Some(attempt) = self.open.get(&target)
+            && let Some(outcome) = attempt.served
+            && !signal_in_flight(attempt)
+            && let Some(attempt) = self.open.remove(&target)
+        {
+            self.close(attempt, outcome);
+        }
     }
 
-    #[test]
-    fn async_then_reschedule_on_the_same_thread() {
-        let mut c = Correlator::new();
-        assert_eq!(
-            c.observe(&hook(EventKind::AsyncPreempt2, 5, 0xc000, None)),
-            Meaning::None
-        );
-        let meaning = c.observe(&hook(EventKind::GoschedImpl, 5, 0xc000, Some(true)));
-        assert_eq!(
-            path_of(meaning),
-            (PreemptPath::Async, PreemptAction::Reschedule)
-        );
-        let Meaning::Preemption(p) = meaning else {
-            unreachable!()
-        };
-        assert_eq!(p.resume_pc, Some(0x4a0000));
-        assert_eq!(p.goid, Some(0xc0));
-        // The pending async is consumed: a second reschedule is a stack-check one.
-        let again = c.observe(&hook(EventKind::GoschedImpl, 5, 0xc000, Some(true)));
-        assert_eq!(path_of(again).0, PreemptPath::StackCheck);
+    fn thread(&mut self, tid: u32) -> &mut ThreadState {
+        self.threads.entry(tid).or_default()
     }
 
-    #[test]
-    fn async_on_another_thread_does_not_count() {
-        let mut c = Correlator::new();
-        c.observe(&hook(EventKind::AsyncPreempt2, 5, 0xc000, None));
-        let other = c.observe(&hook(EventKind::GoschedImpl, 6, 0xc000, Some(true)));
-        assert_eq!(path_of(other).0, PreemptPath::StackCheck);
-        let other_g = c.observe(&hook(EventKind::PreemptPark, 5, 0xd000, None));
-        assert_eq!(
-            path_of(other_g),
-            (PreemptPath::StackCheck, PreemptAction::Park)
-        );
+    /// Decides stale decisions and expires what waited too long.
+    fn sweep(&mut self) {
+        self.last_sweep_ns = self.now_ns;
+        let now = self.now_ns;
+        for attempt in self.open.values_mut() {
+            if let Some(handler) = attempt.stamps.handler
+                && attempt.stamps.preempt.is_none()
+                && attempt.refused.is_none()
+                && now.saturating_sub(handler) > DECISION_WINDOW_NS
+            {
+                attempt.refused = Some(refusal(attempt));
+            }
+        }
+        let undecided: Vec<u32> = self
+            .deciding
+            .iter()
+            .filter(|(_, a)| {
+                a.stamps.preempt.is_none()
+                    && a.stamps
+                        .handler
+                        .is_some_and(|h| now.saturating_sub(h) > DECISION_WINDOW_NS)
+            })
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in undecided {
+            self.refuse_deciding(tid);
+        }
+        let expired: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, attempt)| now.saturating_sub(attempt.start_ns()) > EXPIRE_AFTER_NS)
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in expired {
+            if let Some(attempt) = self.open.remove(&tid) {
+                self.close(attempt, Outcome::Expired);
+            }
+        }
+        let stale: Vec<u64> = self
+            .suspends
+            .iter()
+            .filter(|(_, suspend)| now.saturating_sub(suspend.ts) > EXPIRE_AFTER_NS)
+            .map(|(goid, _)| *goid)
+            .collect();
+        for goid in stale {
+            self.suspends.remove(&goid);
+        }
     }
 
-    #[test]
-    fn park_after_async() {
-        let mut c = Correlator::new();
-        c.observe(&hook(EventKind::AsyncPreempt2, 5, 0xc000, None));
-        let park = c.observe(&hook(EventKind::PreemptPark, 5, 0xc000, None));
-        assert_eq!(path_of(park), (PreemptPath::Async, PreemptAction::Park));
-    }
-
-    #[test]
-    fn voluntary_gosched_is_not_a_preemption() {
-        let mut c = Correlator::new();
-        assert_eq!(
-            c.observe(&hook(EventKind::GoschedImpl, 5, 0xc000, Some(false))),
-            Meaning::VoluntaryYield
-        );
-    }
-
-    #[test]
-    fn go121_gopreempt_m_then_gosched_counts_once() {
-        let mut c = Correlator::new();
-        c.observe(&hook(EventKind::AsyncPreempt2, 5, 0xc000, None));
-        let first = c.observe(&hook(EventKind::GopreemptM, 5, 0xc000, None));
-        assert_eq!(
-            path_of(first),
-            (PreemptPath::Async, PreemptAction::Reschedule)
-        );
-        assert_eq!(
-            c.observe(&hook(EventKind::GoschedImpl, 5, 0xc000, None)),
-            Meaning::None
-        );
-        // A later goschedImpl without gopreempt_m is runtime.Gosched.
-        assert_eq!(
-            c.observe(&hook(EventKind::GoschedImpl, 5, 0xc000, None)),
-            Meaning::VoluntaryYield
-        );
-        // Stack-check path in 1.21: gopreempt_m without asyncPreempt2.
-        let coop = c.observe(&hook(EventKind::GopreemptM, 5, 0xc000, None));
-        assert_eq!(path_of(coop).0, PreemptPath::StackCheck);
+    /// Attempts open now (for tests and memory checks).
+    pub fn open_attempts(&self) -> usize {
+        self.open.len() + self.deciding.len() + self.suspends.len()
     }
 }
+
+/// Why the handler injected nothing, from what it found.
+fn refusal(attempt: &Attempt) -> Refusal {
+    if attempt.goid.is_some() && attempt.preempted_goid != attempt.goid {
+        Refusal::TargetMoved
+    } else if attempt
+        .handler_g_status
+        .is_some_and(|status| status != G_RUNNING)
+    {
+        Refusal::NotRunning
+    } else {
+        Refusal::UnsafePoint
+    }
+}
+
+/// The handler ran; whether it injected the call is not known yet.
+fn decision_pending(attempt: &Attempt) -> bool {
+    let s = &attempt.stamps;
+    s.handler.is_some() && s.preempt.is_none() && attempt.refused.is_none()
+}
+
+/// A SIGURG was sent for this attempt and the handler has not consumed it yet.
+fn signal_in_flight(attempt: &Attempt) -> bool {
+    let s = &attempt.stamps;
+    (s.signal.is_some() || s.tgkill.is_some()) && s.handler.is_none()
+}
+
+/// The outcome of an attempt replaced by a newer one for the same M.
+fn superseded_outcome(old: &Attempt) -> Outcome {
+    let s = &old.stamps;
+    if let Some(outcome) = old.served {
+        outcome
+    } else if let Some(refusal) = old.refused {
+        Outcome::Refused(refusal)
+    } else if s.handler.is_some() {
+        Outcome::Refused(refusal(old))
+    } else if s.signal.is_some() || s.tgkill.is_some() {
+        Outcome::SignalLost
+    } else {
+        Outcome::NoSignal
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -141,6 +141,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::GoschedImpl => "gosched",
         EventKind::GopreemptM => "gopreempt_m",
         EventKind::PreemptPark => "preempt_park",
+        EventKind::SuspendG => "suspend_g",
     }
 }
 
@@ -232,7 +233,8 @@ impl Event {
             | EventKind::AsyncPreempt2
             | EventKind::GoschedImpl
             | EventKind::GopreemptM
-            | EventKind::PreemptPark => {
+            | EventKind::PreemptPark
+            | EventKind::SuspendG => {
                 let r: GoroutineHook = read(bytes, "goroutine record")?;
                 let flag = |bit: u32| r.flags & bit != 0;
                 EventData::Goroutine {

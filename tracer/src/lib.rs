@@ -11,6 +11,7 @@ pub mod cli;
 pub mod correlate;
 pub mod events;
 pub mod gobin;
+pub mod histogram;
 pub mod loader;
 pub mod output;
 pub mod preflight;

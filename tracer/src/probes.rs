@@ -132,6 +132,14 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "which M (thread) is sent SIGURG, and by whom (preemptone or suspendG)",
     },
     ProbeSpec {
+        program: programs::GO_SUSPEND_G,
+        link: ChainLink::PreemptionRequest,
+        target: go("runtime.suspendG"),
+        requirement: Requirement::Required,
+        condition: Condition::Always,
+        observes: "the GC asking a goroutine to stop for a stack scan",
+    },
+    ProbeSpec {
         program: programs::TP_SYS_ENTER_TGKILL,
         link: ChainLink::SignalSent,
         target: ProbeTarget::Tracepoint {

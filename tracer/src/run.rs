@@ -18,18 +18,22 @@ use tracer_common::ProbeConfig;
 
 use crate::{
     cli::{Cli, Format},
-    correlate::Correlator,
+    correlate::{Caller, Correlator, Finding},
     events::{Event, EventData},
     gobin::{
         GoBinary,
         offsets::{self, OffsetsSource},
     },
     loader::LoadedTracer,
-    output::{EventView, Output, json::JsonOutput, text::TextOutput},
+    output::{
+        AttemptView, EventView, Output,
+        json::JsonOutput,
+        text::{Live, TextOutput},
+    },
     preflight,
     probes::{self, PlanStatus, PlannedProbe, ProbeTarget, ReleaseFacts},
     ringbuf::{self, Record},
-    summary::{Aggregator, ProbeLine, RunInfo},
+    summary::{Aggregator, ProbeLine, RunInfo, Summary},
     symbolize::Symbolizer,
     target::{self, ExitStatus, ExitWatch, Target},
 };
@@ -207,11 +211,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     reader.await.context("ring buffer reader")??;
     let duration_ns = monotonic_ns().saturating_sub(pipeline.start_ns);
-    let Pipeline {
-        aggregator,
-        mut output,
-        ..
-    } = pipeline;
 
     let run = RunInfo {
         pid: target.pid.get(),
@@ -221,7 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         probes: outcomes,
         end_reason: end.describe(),
     };
-    let summary = aggregator.finish(run, kernel);
+    let (summary, mut output) = pipeline.finish(run, kernel)?;
     output.summary(&summary)?;
     output.flush()?;
     if summary.lost_total() > 0 {
@@ -254,16 +253,24 @@ impl Pipeline {
     fn process(&mut self, record: Record) -> io::Result<()> {
         match record {
             Record::Event(event) => {
-                let meaning = self.correlator.observe(&event);
-                self.aggregator.add(&event, &meaning);
                 let (location, caller) = locations(&mut self.symbolizer, &event);
+                // The physical function: `preemptM` is inlined into its callers, so the
+                // innermost frame at signalM's return address is not who asked.
+                let caller_kind = caller.as_ref().map(|caller| {
+                    Caller::from_function(
+                        caller.inlined_into.as_deref().unwrap_or(&caller.function),
+                    )
+                });
+                let meaning = self.correlator.observe(&event, caller_kind);
+                self.aggregator.add(&event, &meaning);
                 self.output.event(&EventView {
                     event: &event,
                     meaning: &meaning,
                     location,
                     caller,
                     rel_ns: event.ts_ns as i64 - self.start_ns as i64,
-                })
+                })?;
+                self.flush_findings()
             }
             Record::Malformed(err) => {
                 self.aggregator.add_malformed();
@@ -271,6 +278,45 @@ impl Pipeline {
                 Ok(())
             }
         }
+    }
+
+    /// Hands what correlation found to aggregation and output.
+    fn flush_findings(&mut self) -> io::Result<()> {
+        let Pipeline {
+            correlator,
+            aggregator,
+            symbolizer,
+            output,
+            start_ns,
+        } = self;
+        for finding in correlator.drain_findings() {
+            aggregator.add_finding(&finding);
+            if let Finding::Attempt(attempt) = &finding {
+                output.attempt(&AttemptView {
+                    attempt,
+                    location: attempt.interrupted_pc.and_then(|pc| symbolizer.locate(pc)),
+                    rel_ns: attempt.start_ns() as i64 - *start_ns as i64,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes what is still open and returns the summary.
+    fn finish(
+        mut self,
+        run: RunInfo,
+        kernel: crate::loader::KernelCounters,
+    ) -> io::Result<(Summary, Box<dyn Output>)> {
+        self.correlator.finish();
+        self.flush_findings()?;
+        let Pipeline {
+            aggregator,
+            mut symbolizer,
+            output,
+            ..
+        } = self;
+        Ok((aggregator.finish(run, kernel, &mut symbolizer), output))
     }
 }
 
@@ -428,10 +474,14 @@ fn open_output(cli: &Cli) -> anyhow::Result<Box<dyn Output>> {
         )),
         None => Box::new(BufWriter::new(io::stdout())),
     };
-    let events = !cli.quiet;
+    let live = match (cli.quiet, cli.raw) {
+        (true, _) => Live::Quiet,
+        (false, true) => Live::Events,
+        (false, false) => Live::Attempts,
+    };
     Ok(match cli.format() {
-        Format::Text => Box::new(TextOutput::new(writer, events)),
-        Format::Json => Box::new(JsonOutput::new(writer, events)),
+        Format::Text => Box::new(TextOutput::new(writer, live)),
+        Format::Json => Box::new(JsonOutput::new(writer, !cli.quiet)),
     })
 }
 

@@ -1,15 +1,22 @@
-//! Aggregation: counts by kind, by thread and by preemption path, built while events
-//! stream, and the final [`Summary`] every output format renders.
+//! Aggregation: built while events stream, bounded in memory, and turned at the end into
+//! the [`Summary`] every output format renders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tracer_common::EventKind;
 
 use crate::{
-    correlate::{Meaning, PreemptAction, PreemptPath},
+    correlate::{
+        Attempt, Finding, Hop, Meaning, Outcome, PreemptAction, PreemptPath, Refusal, Requester,
+    },
     events::Event,
+    histogram::{Distribution, Stats},
     loader::{KernelCounters, PerKind},
+    symbolize::{Location, Symbolizer},
 };
+
+/// How many rows the location and goroutine tables keep.
+pub const TOP_N: usize = 10;
 
 /// Preemptions by path and action.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +45,32 @@ impl PreemptionCounts {
     }
 }
 
+/// Per-goroutine counts: the fairness view of seed Tasks 3 and 4.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineStats {
+    pub async_preemptions: u64,
+    pub cooperative_preemptions: u64,
+    pub parks: u64,
+    /// Preemption requests naming this goroutine.
+    pub requests: u64,
+    /// Requests whose signal the handler refused.
+    pub refused: u64,
+    /// Time running when asked to stop (sysmon requests): sum, count and max, in ns.
+    pub ran_sum_ns: u64,
+    pub ran_count: u64,
+    pub ran_max_ns: u64,
+}
+
+impl GoroutineStats {
+    pub fn preemptions(&self) -> u64 {
+        self.async_preemptions + self.cooperative_preemptions
+    }
+
+    pub fn ran_mean_ns(&self) -> Option<u64> {
+        self.ran_sum_ns.checked_div(self.ran_count)
+    }
+}
+
 #[derive(Default)]
 pub struct Aggregator {
     received: PerKind,
@@ -45,8 +78,16 @@ pub struct Aggregator {
     preemptions: PreemptionCounts,
     voluntary_yields: u64,
     malformed: u64,
-    first_ts_ns: Option<u64>,
-    last_ts_ns: Option<u64>,
+    outcomes: BTreeMap<(Requester, Outcome), u64>,
+    refusals: BTreeMap<Refusal, u64>,
+    hops: BTreeMap<Hop, Distribution>,
+    ran_before_request: Distribution,
+    tick_intervals: Distribution,
+    gc_delays: Distribution,
+    stw_delays: Distribution,
+    async_locations: HashMap<u64, u64>,
+    refused_locations: HashMap<u64, u64>,
+    goroutines: HashMap<u64, GoroutineStats>,
 }
 
 impl Aggregator {
@@ -58,12 +99,65 @@ impl Aggregator {
         let kind = event.kind as usize;
         self.received.0[kind] += 1;
         self.per_thread.entry(event.tid).or_default().0[kind] += 1;
-        self.first_ts_ns.get_or_insert(event.ts_ns);
-        self.last_ts_ns = Some(event.ts_ns);
         match meaning {
-            Meaning::Preemption(p) => self.preemptions.add(p.path, p.action),
+            Meaning::Preemption(p) => {
+                self.preemptions.add(p.path, p.action);
+                if let Some(pc) = p.resume_pc {
+                    *self.async_locations.entry(pc).or_default() += 1;
+                }
+                if let Some(goid) = p.goid {
+                    let g = self.goroutines.entry(goid).or_default();
+                    match (p.path, p.action) {
+                        (_, PreemptAction::Park) => g.parks += 1,
+                        (PreemptPath::Async, _) => g.async_preemptions += 1,
+                        (PreemptPath::StackCheck, _) => g.cooperative_preemptions += 1,
+                    }
+                }
+            }
             Meaning::VoluntaryYield => self.voluntary_yields += 1,
             Meaning::None => {}
+        }
+    }
+
+    pub fn add_finding(&mut self, finding: &Finding) {
+        match finding {
+            Finding::TickInterval(ns) => self.tick_intervals.add(*ns),
+            Finding::Attempt(attempt) => self.add_attempt(attempt),
+        }
+    }
+
+    fn add_attempt(&mut self, a: &Attempt) {
+        *self.outcomes.entry((a.requester, a.outcome)).or_default() += 1;
+        for (hop, ns) in a.hops() {
+            self.hops.entry(hop).or_default().add(ns);
+        }
+        if let Some(total) = a.hop(Hop::RequestToOff) {
+            match a.requester {
+                Requester::Gc => self.gc_delays.add(total),
+                Requester::StopTheWorld => self.stw_delays.add(total),
+                _ => {}
+            }
+        }
+        if let Some(ran) = a.ran_ns {
+            self.ran_before_request.add(ran);
+        }
+        if let Outcome::Refused(refusal) = a.outcome {
+            *self.refusals.entry(refusal).or_default() += 1;
+            if let Some(pc) = a.interrupted_pc {
+                *self.refused_locations.entry(pc).or_default() += 1;
+            }
+        }
+        if let Some(goid) = a.goid {
+            let g = self.goroutines.entry(goid).or_default();
+            g.requests += 1;
+            if matches!(a.outcome, Outcome::Refused(_)) {
+                g.refused += 1;
+            }
+            if let Some(ran) = a.ran_ns {
+                g.ran_sum_ns += ran;
+                g.ran_count += 1;
+                g.ran_max_ns = g.ran_max_ns.max(ran);
+            }
         }
     }
 
@@ -71,7 +165,62 @@ impl Aggregator {
         self.malformed += 1;
     }
 
-    pub fn finish(self, run: RunInfo, kernel: KernelCounters) -> Summary {
+    pub fn finish(
+        self,
+        run: RunInfo,
+        kernel: KernelCounters,
+        symbolizer: &mut Symbolizer,
+    ) -> Summary {
+        let mut top = |counts: HashMap<u64, u64>| -> Vec<LocationCount> {
+            // Merge PCs of the same source line.
+            let mut by_line: HashMap<(String, String, u32), u64> = HashMap::new();
+            let mut unknown = 0;
+            for (pc, n) in counts {
+                match symbolizer.locate(pc) {
+                    Some(loc) => {
+                        *by_line
+                            .entry((loc.function.clone(), loc.file.clone(), loc.line))
+                            .or_default() += n;
+                    }
+                    None => unknown += n,
+                }
+            }
+            let mut rows: Vec<LocationCount> = by_line
+                .into_iter()
+                .map(|((function, file, line), count)| LocationCount {
+                    location: Some(Location {
+                        function,
+                        file,
+                        line,
+                        inlined_into: None,
+                    }),
+                    count,
+                })
+                .collect();
+            if unknown > 0 {
+                rows.push(LocationCount {
+                    location: None,
+                    count: unknown,
+                });
+            }
+            rows.sort_by(|a, b| {
+                b.count
+                    .cmp(&a.count)
+                    .then_with(|| a.location.cmp(&b.location))
+            });
+            rows.truncate(TOP_N);
+            rows
+        };
+        let async_locations = top(self.async_locations);
+        let refused_locations = top(self.refused_locations);
+        let mut goroutines: Vec<(u64, GoroutineStats)> = self.goroutines.into_iter().collect();
+        goroutines.sort_by(|a, b| {
+            (b.1.preemptions() + b.1.requests)
+                .cmp(&(a.1.preemptions() + a.1.requests))
+                .then(a.0.cmp(&b.0))
+        });
+        let goroutine_count = goroutines.len();
+        goroutines.truncate(TOP_N * 2);
         Summary {
             run,
             received: self.received,
@@ -80,8 +229,31 @@ impl Aggregator {
             voluntary_yields: self.voluntary_yields,
             malformed: self.malformed,
             kernel,
-            first_ts_ns: self.first_ts_ns,
-            last_ts_ns: self.last_ts_ns,
+            outcomes: self.outcomes,
+            refusals: self.refusals,
+            hops: self
+                .hops
+                .iter()
+                .filter_map(|(hop, d)| Some((*hop, d.stats()?)))
+                .collect(),
+            request_to_off: self
+                .hops
+                .get(&Hop::RequestToOff)
+                .cloned()
+                .unwrap_or_default(),
+            tgkill_to_deliver: self
+                .hops
+                .get(&Hop::TgkillToDeliver)
+                .cloned()
+                .unwrap_or_default(),
+            ran_before_request: self.ran_before_request,
+            tick_intervals: self.tick_intervals,
+            gc_delays: self.gc_delays,
+            stw_delays: self.stw_delays,
+            async_locations,
+            refused_locations,
+            goroutines,
+            goroutine_count,
         }
     }
 }
@@ -93,7 +265,6 @@ pub struct RunInfo {
     pub binary: String,
     pub go_version: String,
     pub duration_ns: u64,
-    /// (link, program, what it is attached to, outcome) per probe in the plan.
     pub probes: Vec<ProbeLine>,
     pub end_reason: String,
 }
@@ -103,9 +274,16 @@ pub struct ProbeLine {
     pub link: &'static str,
     pub program: &'static str,
     pub target: String,
-    /// "attached", "absent: …", "not used: …", "failed: …".
+    /// "attached …", "absent: …", "not used: …", "failed: …".
     pub status: String,
     pub attached: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocationCount {
+    /// `None` when the PC could not be symbolised.
+    pub location: Option<Location>,
+    pub count: u64,
 }
 
 pub struct Summary {
@@ -116,8 +294,25 @@ pub struct Summary {
     pub voluntary_yields: u64,
     pub malformed: u64,
     pub kernel: KernelCounters,
-    pub first_ts_ns: Option<u64>,
-    pub last_ts_ns: Option<u64>,
+    /// Finished attempts by requester and outcome.
+    pub outcomes: BTreeMap<(Requester, Outcome), u64>,
+    pub refusals: BTreeMap<Refusal, u64>,
+    pub hops: BTreeMap<Hop, Stats>,
+    pub request_to_off: Distribution,
+    pub tgkill_to_deliver: Distribution,
+    /// How long goroutines had run when sysmon asked them to stop.
+    pub ran_before_request: Distribution,
+    pub tick_intervals: Distribution,
+    /// Request → off CPU for GC (`suspendG`) requests.
+    pub gc_delays: Distribution,
+    /// Request → off CPU for stop-the-world (`preemptall`) requests.
+    pub stw_delays: Distribution,
+    pub async_locations: Vec<LocationCount>,
+    pub refused_locations: Vec<LocationCount>,
+    /// The most requested or preempted goroutines, most first.
+    pub goroutines: Vec<(u64, GoroutineStats)>,
+    /// All goroutines seen.
+    pub goroutine_count: usize,
 }
 
 impl Summary {
@@ -135,5 +330,28 @@ impl Summary {
 
     pub fn async_preemptions(&self) -> u64 {
         self.received.get(EventKind::AsyncPreempt2)
+    }
+
+    pub fn attempts(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// Attempts by outcome name (async, cooperative, refused, ...), over all requesters.
+    pub fn by_outcome(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for ((_, outcome), n) in &self.outcomes {
+            *out.entry(outcome.name()).or_default() += n;
+        }
+        out
+    }
+
+    pub fn by_requester(&self, requester: Requester) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for ((r, outcome), n) in &self.outcomes {
+            if *r == requester {
+                *out.entry(outcome.name()).or_default() += n;
+            }
+        }
+        out
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::gobin::GoBinary;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Location {
     /// Innermost function (an inlined one where the inline tree says so).
     pub function: String,

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    demo,
     fixtures::{self, Variant},
     go, setup, util,
 };
@@ -80,7 +79,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             .args(["--exclude", "goprobe-integration"]),
     )?;
 
-    demo::build_goprobe()?;
+    // The debug build: the integration tests check behaviour, not speed (that is
+    // `cargo xtask bench`), and it is already mostly built by the unit tests.
+    util::run(cargo().args(["build", "--package", "goprobe"]))?;
     for toolchain in &setup.go {
         for variant in Variant::ALL {
             fixtures::build(toolchain, variant)?;
@@ -90,7 +91,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let mut integration = cargo();
     integration
         .args(["test", "--package", "goprobe-integration"])
-        .env("GOPROBE_BIN", root.join("target/release/goprobe"))
+        .env("GOPROBE_BIN", root.join("target/debug/goprobe"))
         .env("GOPROBE_FIXTURES", root.join("target/fixtures"))
         .env("GOPROBE_GO_RELEASES", releases.join(","));
     if !util::is_root() {

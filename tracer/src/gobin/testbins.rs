@@ -199,9 +199,12 @@ fn source_hash() -> String {
     format!("{h:016x}")
 }
 
-fn go_env(cmd: &mut Command, root: &Path) {
-    cmd.env("GOCACHE", root.join("gocache"))
-        .env("GOPATH", root.join("gopath"))
+fn go_env(cmd: &mut Command, _root: &Path) {
+    // The build cache xtask's fixture builds use, so the runtime is compiled once per
+    // release and build mode.
+    let target = workspace_root().join("target");
+    cmd.env("GOCACHE", target.join("go-cache"))
+        .env("GOPATH", target.join("go-path"))
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "")
         .env("GOPROXY", "off")

@@ -7,16 +7,18 @@ use std::io::{self, Write};
 use serde_json::{Map, Value, json};
 use tracer_common::EventKind;
 
-use super::{EventView, Output};
+use super::{AttemptView, EventView, Output};
 use crate::{
-    correlate::Meaning,
+    correlate::{Hop, Meaning, Outcome},
     events::{EventData, kind_name},
-    summary::Summary,
+    histogram::{Distribution, Stats},
+    summary::{LocationCount, Summary},
     symbolize::Location,
 };
 
-/// Bumped on any incompatible change to the objects below.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the objects below. 2: `attempt` objects and the
+/// attempt, latency, location and goroutine sections of the summary.
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub struct JsonOutput<W: Write> {
     out: W,
@@ -138,6 +140,64 @@ pub fn event_object(view: &EventView<'_>) -> Value {
     Value::Object(obj)
 }
 
+pub fn attempt_object(view: &AttemptView<'_>) -> Value {
+    let a = view.attempt;
+    let st = &a.stamps;
+    let (action, refusal) = match a.outcome {
+        Outcome::Async(action) | Outcome::Cooperative(action) => (Some(action.name()), None),
+        Outcome::Refused(refusal) => (None, Some(refusal.name())),
+        _ => (None, None),
+    };
+    let hops: Map<String, Value> = a
+        .hops()
+        .map(|(hop, ns)| (hop.key().to_string(), Value::from(ns)))
+        .collect();
+    json!({
+        "type": "attempt",
+        "id": a.id,
+        "ts_ns": a.start_ns(),
+        "requester": a.requester.name(),
+        "requester_tid": a.requester_tid,
+        "target_tid": a.target_tid,
+        "goid": a.goid,
+        "preempted_goid": a.preempted_goid,
+        "p_id": a.p_id,
+        "m_id": a.m_id,
+        "ran_ns": a.ran_ns,
+        "outcome": a.outcome.name(),
+        "action": action,
+        "refusal": refusal,
+        "refused_before": a.refused.map(|r| r.name()),
+        "interrupted_pc": a.interrupted_pc.map(hex),
+        "location": location(view.location.as_deref()),
+        "stamps": {
+            "tick": st.tick, "request": st.request, "signal": st.signal, "tgkill": st.tgkill,
+            "generate": st.generate, "deliver": st.deliver, "handler": st.handler,
+            "preempt": st.preempt, "off": st.off,
+        },
+        "hops": hops,
+    })
+}
+
+fn stats_object(stats: Option<Stats>) -> Value {
+    stats.map_or(Value::Null, |s| {
+        json!({
+            "count": s.count, "min": s.min, "p50": s.p50, "p90": s.p90, "p99": s.p99,
+            "max": s.max, "mean": s.mean, "exact": s.exact,
+        })
+    })
+}
+
+fn distribution(d: &Distribution) -> Value {
+    stats_object(d.stats())
+}
+
+fn locations(rows: &[LocationCount]) -> Value {
+    rows.iter()
+        .map(|row| json!({ "location": location(row.location.as_ref()), "count": row.count }))
+        .collect()
+}
+
 pub fn summary_object(s: &Summary) -> Value {
     let per_kind = |counts: &crate::loader::PerKind| {
         EventKind::ALL
@@ -176,6 +236,36 @@ pub fn summary_object(s: &Summary) -> Value {
             "stack_check_park": p.stack_check_park,
             "voluntary_yields": s.voluntary_yields,
         },
+        "attempts": {
+            "total": s.attempts(),
+            "by_outcome": s.by_outcome(),
+            "by_requester": crate::correlate::Requester::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(s.by_requester(*r))))
+                .collect::<Map<_, _>>(),
+            "refusals": s
+                .refusals
+                .iter()
+                .map(|(r, n)| (r.name().to_string(), Value::from(*n)))
+                .collect::<Map<_, _>>(),
+        },
+        "hops": Hop::ALL
+            .iter()
+            .map(|hop| (hop.key().to_string(), stats_object(s.hops.get(hop).copied())))
+            .collect::<Map<_, _>>(),
+        "ran_before_request": distribution(&s.ran_before_request),
+        "tick_interval": distribution(&s.tick_intervals),
+        "gc_delay": distribution(&s.gc_delays),
+        "stw_delay": distribution(&s.stw_delays),
+        "top_async_locations": locations(&s.async_locations),
+        "top_refused_locations": locations(&s.refused_locations),
+        "goroutine_count": s.goroutine_count,
+        "goroutines": s.goroutines.iter().map(|(goid, g)| json!({
+            "goid": goid, "async": g.async_preemptions, "cooperative": g.cooperative_preemptions,
+            "parks": g.parks, "requests": g.requests, "refused": g.refused,
+            "ran_mean_ns": g.ran_mean_ns(),
+            "ran_max_ns": (g.ran_count > 0).then_some(g.ran_max_ns),
+        })).collect::<Vec<_>>(),
         "threads": threads,
         "probes": run.probes.iter().map(|probe| json!({
             "link": probe.link, "program": probe.program, "target": probe.target,
@@ -190,6 +280,14 @@ impl<W: Write> Output for JsonOutput<W> {
             return Ok(());
         }
         serde_json::to_writer(&mut self.out, &event_object(view))?;
+        self.out.write_all(b"\n")
+    }
+
+    fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
+        serde_json::to_writer(&mut self.out, &attempt_object(view))?;
         self.out.write_all(b"\n")
     }
 

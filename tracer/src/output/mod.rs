@@ -7,7 +7,12 @@ pub mod text;
 
 use std::{io, rc::Rc};
 
-use crate::{correlate::Meaning, events::Event, summary::Summary, symbolize::Location};
+use crate::{
+    correlate::{Attempt, Meaning},
+    events::Event,
+    summary::Summary,
+    symbolize::Location,
+};
 
 /// An event with everything needed to render it.
 pub struct EventView<'a> {
@@ -21,8 +26,17 @@ pub struct EventView<'a> {
     pub rel_ns: i64,
 }
 
+/// A finished preemption attempt with its interrupted location resolved.
+pub struct AttemptView<'a> {
+    pub attempt: &'a Attempt,
+    pub location: Option<Rc<Location>>,
+    /// Nanoseconds since tracing started, of the attempt's start.
+    pub rel_ns: i64,
+}
+
 pub trait Output {
     fn event(&mut self, view: &EventView<'_>) -> io::Result<()>;
+    fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }

@@ -1,25 +1,37 @@
-//! Human-readable output: one line per event, a summary in tables.
+//! Human-readable output: a live line per preemption attempt (or per event with
+//! `--raw`), and a summary in tables and log2 histograms.
 
 use std::io::{self, Write};
 
 use tracer_common::EventKind;
 
-use super::{EventView, Output};
+use super::{AttemptView, EventView, Output};
 use crate::{
-    correlate::Meaning,
+    correlate::{Attempt, Hop, Meaning, Outcome, Requester},
     events::{EventData, kind_name},
-    summary::Summary,
+    histogram::{Distribution, Stats, human_ns},
+    summary::{LocationCount, Summary},
 };
+
+/// What goes out line by line while tracing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// One line per finished preemption attempt.
+    Attempts,
+    /// One line per kernel event.
+    Events,
+    /// Nothing: summary only.
+    Quiet,
+}
 
 pub struct TextOutput<W: Write> {
     out: W,
-    events: bool,
+    live: Live,
 }
 
 impl<W: Write> TextOutput<W> {
-    /// `events`: print a line per event (false with `--quiet`).
-    pub fn new(out: W, events: bool) -> Self {
-        TextOutput { out, events }
+    pub fn new(out: W, live: Live) -> Self {
+        TextOutput { out, live }
     }
 }
 
@@ -98,9 +110,347 @@ pub fn describe(view: &EventView<'_>) -> String {
     }
 }
 
+/// "async reschedule", "refused (unsafe point)", ...
+pub fn outcome_text(attempt: &Attempt) -> String {
+    let after_refusal = if attempt.refused.is_some() {
+        " after refused signal"
+    } else {
+        ""
+    };
+    match attempt.outcome {
+        Outcome::Async(action) => format!("async {}", action.name()),
+        Outcome::Cooperative(action) => format!("cooperative {}{after_refusal}", action.name()),
+        Outcome::Refused(refusal) => format!("refused ({})", refusal.name().replace('_', " ")),
+        other => other.name().replace('_', " "),
+    }
+}
+
+/// Short label of the link a hop arrives at, for the live line.
+fn hop_label(hop: Hop) -> &'static str {
+    match hop {
+        Hop::TickToRequest => "request",
+        Hop::RequestToSignal => "signalM",
+        Hop::SignalToTgkill => "tgkill",
+        Hop::TgkillToDeliver => "deliver",
+        Hop::DeliverToHandler => "handler",
+        Hop::HandlerToPreempt => "asyncPreempt2",
+        Hop::PreemptToOff => "off",
+        Hop::RequestToOff => "total",
+    }
+}
+
+/// One line for a finished attempt: who, what happened, where, and each hop's latency.
+pub fn attempt_line(view: &AttemptView<'_>) -> String {
+    let a = view.attempt;
+    let mut g = goroutine(a.goid);
+    if a.preempted_goid.is_some() && a.preempted_goid != a.goid {
+        g = format!("{g}→{}", goroutine(a.preempted_goid));
+    }
+    let mut line = format!(
+        "{:>11.6} {g:<10} {:<34} {:<14} P{} tid {}",
+        view.rel_ns as f64 / 1e9,
+        outcome_text(a),
+        a.requester.name(),
+        opt(a.p_id),
+        opt(a.target_tid),
+    );
+    if let Some(ran) = a.ran_ns {
+        line += &format!(" ran ≥{}", human_ns(ran));
+    }
+    if let Some(loc) = &view.location {
+        line += &format!(" at {loc}");
+    }
+    let hops: Vec<String> = a
+        .hops()
+        .filter(|(hop, _)| *hop != Hop::RequestToOff)
+        .map(|(hop, ns)| format!("{} +{}", hop_label(hop), human_ns(ns)))
+        .collect();
+    if !hops.is_empty() {
+        line += &format!(" | {}", hops.join(" → "));
+    }
+    if let Some(total) = a.hop(Hop::RequestToOff) {
+        line += &format!(" (total {})", human_ns(total));
+    }
+    line
+}
+
+fn stats_row(label: &str, stats: &Stats) -> String {
+    format!(
+        "  {label:<24} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        stats.count,
+        human_ns(stats.p50),
+        human_ns(stats.p90),
+        human_ns(stats.p99),
+        human_ns(stats.max)
+    )
+}
+
+fn location_rows(out: &mut dyn Write, rows: &[LocationCount]) -> io::Result<()> {
+    for row in rows {
+        let text = row.location.as_ref().map_or_else(
+            || "(unknown: outside Go code?)".to_string(),
+            ToString::to_string,
+        );
+        writeln!(out, "  {:>8}  {text}", row.count)?;
+    }
+    Ok(())
+}
+
+fn histogram(out: &mut dyn Write, title: &str, d: &Distribution) -> io::Result<()> {
+    if let Some(stats) = d.stats() {
+        writeln!(
+            out,
+            "{title}: {} samples, p50 {} p90 {} p99 {} max {}",
+            stats.count,
+            human_ns(stats.p50),
+            human_ns(stats.p90),
+            human_ns(stats.p99),
+            human_ns(stats.max)
+        )?;
+        write!(out, "{}", d.render(1_000, "µs"))?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let run = &s.run;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "goprobe summary: pid {} ({}, {}) traced {:.3} s, ended by {}",
+        run.pid,
+        run.binary,
+        run.go_version,
+        run.duration_ns as f64 / 1e9,
+        run.end_reason
+    )?;
+    writeln!(out)?;
+    let p = &s.preemptions;
+    writeln!(out, "preemptions")?;
+    writeln!(
+        out,
+        "  asynchronous (asyncPreempt2)     {:>9}   rescheduled {} / parked {}",
+        s.async_preemptions(),
+        p.async_reschedule,
+        p.async_park
+    )?;
+    writeln!(
+        out,
+        "  cooperative (stack check)        {:>9}   rescheduled {} / parked {}",
+        p.cooperative(),
+        p.stack_check_reschedule,
+        p.stack_check_park
+    )?;
+    writeln!(
+        out,
+        "  voluntary yields (Gosched)       {:>9}",
+        s.voluntary_yields
+    )?;
+    writeln!(out)?;
+
+    writeln!(
+        out,
+        "preemption attempts by requester and outcome ({} in all)",
+        s.attempts()
+    )?;
+    let outcomes = [
+        "async",
+        "cooperative",
+        "refused",
+        "no_signal",
+        "coalesced",
+        "signal_lost",
+        "expired",
+        "unfinished",
+        "no_target",
+    ];
+    write!(out, "  {:<15}", "")?;
+    for name in outcomes {
+        write!(out, " {name:>11}")?;
+    }
+    writeln!(out)?;
+    for requester in Requester::ALL {
+        let row = s.by_requester(requester);
+        if row.is_empty() {
+            continue;
+        }
+        write!(out, "  {:<15}", requester.name())?;
+        for name in outcomes {
+            write!(out, " {:>11}", row.get(name).copied().unwrap_or(0))?;
+        }
+        writeln!(out)?;
+    }
+    if !s.refusals.is_empty() {
+        let reasons: Vec<String> = s
+            .refusals
+            .iter()
+            .map(|(r, n)| format!("{} {n}", r.name().replace('_', " ")))
+            .collect();
+        writeln!(out, "  refused: {}", reasons.join(", "))?;
+    }
+    writeln!(out)?;
+
+    if !s.hops.is_empty() {
+        writeln!(
+            out,
+            "latency per hop            {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "count", "p50", "p90", "p99", "max"
+        )?;
+        for (hop, stats) in &s.hops {
+            writeln!(out, "{}", stats_row(hop.name(), stats))?;
+        }
+        writeln!(out)?;
+    }
+    histogram(
+        out,
+        "request → off CPU (preemption latency)",
+        &s.request_to_off,
+    )?;
+    histogram(
+        out,
+        "tgkill → delivery (the kernel's part)",
+        &s.tgkill_to_deliver,
+    )?;
+    histogram(
+        out,
+        "time running when sysmon asked (≥, from sysmontick)",
+        &s.ran_before_request,
+    )?;
+    histogram(out, "sysmon tick interval", &s.tick_intervals)?;
+    histogram(
+        out,
+        "GC-requested preemption delay (suspendG → off)",
+        &s.gc_delays,
+    )?;
+    histogram(
+        out,
+        "stop-the-world preemption delay (preemptall → off)",
+        &s.stw_delays,
+    )?;
+
+    if !s.async_locations.is_empty() {
+        writeln!(out, "top locations of asynchronous preemption")?;
+        location_rows(out, &s.async_locations)?;
+        writeln!(out)?;
+    }
+    if !s.refused_locations.is_empty() {
+        writeln!(out, "top locations where a SIGURG was refused")?;
+        location_rows(out, &s.refused_locations)?;
+        writeln!(out)?;
+    }
+    if !s.goroutines.is_empty() {
+        writeln!(
+            out,
+            "goroutines (top {} of {})      {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>10}",
+            s.goroutines.len(),
+            s.goroutine_count,
+            "async",
+            "coop",
+            "parks",
+            "requests",
+            "refused",
+            "mean ran",
+            "max ran"
+        )?;
+        for (goid, g) in &s.goroutines {
+            writeln!(
+                out,
+                "  g{goid:<26} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>10}",
+                g.async_preemptions,
+                g.cooperative_preemptions,
+                g.parks,
+                g.requests,
+                g.refused,
+                g.ran_mean_ns().map_or_else(|| "-".into(), human_ns),
+                if g.ran_count > 0 {
+                    human_ns(g.ran_max_ns)
+                } else {
+                    "-".into()
+                }
+            )?;
+        }
+        writeln!(out)?;
+    }
+
+    writeln!(
+        out,
+        "{:<18} {:>10} {:>8} {:>8}",
+        "events", "received", "lost", "bad-read"
+    )?;
+    for kind in EventKind::ALL {
+        let received = s.received.get(kind);
+        let lost = s.kernel.lost.get(kind);
+        let bad = s.kernel.read_errors.get(kind);
+        if received + lost + bad > 0 {
+            writeln!(
+                out,
+                "  {:<16} {received:>10} {lost:>8} {bad:>8}",
+                kind_name(kind)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "  {:<16} {:>10} {:>8}",
+        "total",
+        s.received.total(),
+        s.lost_total()
+    )?;
+    if s.lost_total() > 0 {
+        writeln!(
+            out,
+            "  WARNING: {} events lost (ring buffer full); retry with a larger --ringbuf-kib",
+            s.lost_total()
+        )?;
+    }
+    if s.unaccounted() > 0 || s.malformed > 0 {
+        writeln!(
+            out,
+            "  WARNING: {} records submitted but not received, {} malformed",
+            s.unaccounted(),
+            s.malformed
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "threads")?;
+    let shown = [
+        EventKind::SysmonTick,
+        EventKind::SignalM,
+        EventKind::Tgkill,
+        EventKind::SignalDeliver,
+        EventKind::DoSigPreempt,
+        EventKind::AsyncPreempt2,
+        EventKind::GoschedImpl,
+        EventKind::PreemptPark,
+    ];
+    write!(out, "  {:<8}", "tid")?;
+    for kind in shown {
+        write!(out, " {:>15}", kind_name(kind))?;
+    }
+    writeln!(out)?;
+    for (tid, counts) in &s.per_thread {
+        write!(out, "  {tid:<8}")?;
+        for kind in shown {
+            write!(out, " {:>15}", counts.get(kind))?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "probes")?;
+    for probe in &run.probes {
+        writeln!(
+            out,
+            "  {:<19} {:<22} {:<28} {}",
+            probe.link, probe.program, probe.target, probe.status
+        )?;
+    }
+    Ok(())
+}
+
 impl<W: Write> Output for TextOutput<W> {
     fn event(&mut self, view: &EventView<'_>) -> io::Result<()> {
-        if !self.events {
+        if self.live != Live::Events {
             return Ok(());
         }
         writeln!(
@@ -113,124 +463,89 @@ impl<W: Write> Output for TextOutput<W> {
         )
     }
 
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        let out = &mut self.out;
-        let run = &s.run;
-        writeln!(out)?;
-        writeln!(
-            out,
-            "goprobe summary: pid {} ({}, {}) traced {:.3} s, ended by {}",
-            run.pid,
-            run.binary,
-            run.go_version,
-            run.duration_ns as f64 / 1e9,
-            run.end_reason
-        )?;
-        writeln!(out)?;
-        let p = &s.preemptions;
-        writeln!(out, "preemptions")?;
-        writeln!(
-            out,
-            "  asynchronous (asyncPreempt2)     {:>9}",
-            s.async_preemptions()
-        )?;
-        writeln!(
-            out,
-            "    rescheduled / parked           {:>9} / {}",
-            p.async_reschedule, p.async_park
-        )?;
-        writeln!(
-            out,
-            "  cooperative (stack check)        {:>9}",
-            p.cooperative()
-        )?;
-        writeln!(
-            out,
-            "    rescheduled / parked           {:>9} / {}",
-            p.stack_check_reschedule, p.stack_check_park
-        )?;
-        writeln!(
-            out,
-            "  voluntary yields (Gosched)       {:>9}",
-            s.voluntary_yields
-        )?;
-        writeln!(out)?;
-        writeln!(
-            out,
-            "{:<18} {:>10} {:>8} {:>8}",
-            "events", "received", "lost", "bad-read"
-        )?;
-        for kind in EventKind::ALL {
-            let received = s.received.get(kind);
-            let lost = s.kernel.lost.get(kind);
-            let bad = s.kernel.read_errors.get(kind);
-            if received + lost + bad > 0 {
-                writeln!(
-                    out,
-                    "  {:<16} {received:>10} {lost:>8} {bad:>8}",
-                    kind_name(kind)
-                )?;
-            }
+    fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()> {
+        if self.live != Live::Attempts || view.attempt.outcome == Outcome::NoTarget {
+            return Ok(());
         }
-        writeln!(
-            out,
-            "  {:<16} {:>10} {:>8}",
-            "total",
-            s.received.total(),
-            s.lost_total()
-        )?;
-        if s.lost_total() > 0 {
-            writeln!(
-                out,
-                "  WARNING: {} events lost (ring buffer full); retry with a larger --ringbuf-kib",
-                s.lost_total()
-            )?;
-        }
-        if s.unaccounted() > 0 || s.malformed > 0 {
-            writeln!(
-                out,
-                "  WARNING: {} records submitted but not received, {} malformed",
-                s.unaccounted(),
-                s.malformed
-            )?;
-        }
-        writeln!(out)?;
-        writeln!(out, "threads")?;
-        let shown = [
-            EventKind::SysmonTick,
-            EventKind::SignalM,
-            EventKind::Tgkill,
-            EventKind::SignalDeliver,
-            EventKind::DoSigPreempt,
-            EventKind::AsyncPreempt2,
-            EventKind::GoschedImpl,
-            EventKind::PreemptPark,
-        ];
-        write!(out, "  {:<8}", "tid")?;
-        for kind in shown {
-            write!(out, " {:>15}", kind_name(kind))?;
-        }
-        writeln!(out)?;
-        for (tid, counts) in &s.per_thread {
-            write!(out, "  {tid:<8}")?;
-            for kind in shown {
-                write!(out, " {:>15}", counts.get(kind))?;
-            }
-            writeln!(out)?;
-        }
-        writeln!(out)?;
-        writeln!(out, "probes")?;
-        for probe in &run.probes {
-            writeln!(
-                out,
-                "  {:<19} {:<22} {:<28} {}",
-                probe.link, probe.program, probe.target, probe.status
-            )?;
-        }
-        Ok(())
+        writeln!(self.out, "{}", attempt_line(view))
+    }
+
+    fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        write_summary(&mut self.out, summary)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{PreemptAction, Refusal, Stamps};
+
+    fn attempt(outcome: Outcome) -> Attempt {
+        Attempt {
+            id: 1,
+            requester: Requester::Sysmon,
+            requester_tid: 10,
+            target_tid: Some(21),
+            goid: Some(18),
+            preempted_goid: Some(18),
+            p_id: Some(0),
+            m_id: Some(4),
+            ran_ns: Some(10_100_000),
+            stamps: Stamps {
+                tick: Some(1_000),
+                request: Some(13_000),
+                signal: Some(33_000),
+                tgkill: Some(48_000),
+                generate: Some(49_000),
+                deliver: Some(108_000),
+                handler: Some(119_000),
+                preempt: Some(155_000),
+                off: Some(162_000),
+            },
+            interrupted_pc: Some(0x4a1000),
+            handler_g_status: Some(2),
+            refused: None,
+            outcome,
+            served: None,
+        }
+    }
+
+    #[test]
+    fn live_line_for_an_async_attempt() {
+        let a = attempt(Outcome::Async(PreemptAction::Reschedule));
+        let location = Some(std::rc::Rc::new(crate::symbolize::Location {
+            function: "main.spin".into(),
+            file: "/src/fixtures/spinner/main.go".into(),
+            line: 29,
+            inlined_into: None,
+        }));
+        let line = attempt_line(&AttemptView {
+            attempt: &a,
+            location,
+            rel_ns: 224_477_000,
+        });
+        assert_eq!(
+            line,
+            "   0.224477 g18        async reschedule                   sysmon         P0 tid 21 \
+             ran ≥10.10ms at main.spin (main.go:29) | request +12.0µs → signalM +20.0µs → \
+             tgkill +15.0µs → deliver +60.0µs → handler +11.0µs → asyncPreempt2 +36.0µs → \
+             off +7.0µs (total 149.0µs)"
+        );
+    }
+
+    #[test]
+    fn outcome_texts() {
+        let mut a = attempt(Outcome::Cooperative(PreemptAction::Park));
+        assert_eq!(outcome_text(&a), "cooperative park");
+        a.refused = Some(Refusal::UnsafePoint);
+        assert_eq!(outcome_text(&a), "cooperative park after refused signal");
+        a.outcome = Outcome::Refused(Refusal::TargetMoved);
+        assert_eq!(outcome_text(&a), "refused (target moved)");
+        a.outcome = Outcome::NoSignal;
+        assert_eq!(outcome_text(&a), "no signal");
     }
 }
