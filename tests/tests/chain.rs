@@ -257,6 +257,7 @@ fn demo_exercises_every_attached_link() {
             "go_gosched_impl" => &["gosched"],
             "go_preempt_park" => &["preempt_park"],
             "go_suspend_g" => &["suspend_g"],
+            "go_execute" => &["execute"],
             other => panic!("{release}: unexpected attached program {other}"),
         };
         for kind in kinds {

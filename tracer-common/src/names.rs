@@ -40,6 +40,8 @@ pub mod programs {
     pub const GO_PREEMPT_PARK: &str = "go_preempt_park";
     /// uprobe on `runtime.suspendG(gp *g)`: the GC asking a goroutine to stop.
     pub const GO_SUSPEND_G: &str = "go_suspend_g";
+    /// uprobe on `runtime.execute(gp *g, inheritTime bool)`: a goroutine starts running.
+    pub const GO_EXECUTE: &str = "go_execute";
     /// tracepoint `syscalls/sys_enter_tgkill`, SIGURG only.
     pub const TP_SYS_ENTER_TGKILL: &str = "tp_sys_enter_tgkill";
     /// tracepoint `signal/signal_generate`, SIGURG only.

@@ -33,13 +33,16 @@ pub enum EventKind {
     /// `runtime.suspendG` entered: the GC asks a goroutine to stop for a stack scan.
     /// Record: [`GoroutineHook`].
     SuspendG = 13,
+    /// `runtime.execute` entered: a goroutine starts running on this thread (opt-in: it
+    /// fires on every goroutine switch). Record: [`GoroutineHook`].
+    Execute = 14,
 }
 
 /// One more than the largest [`EventKind`] value: the length of per-kind counter arrays.
-pub const KIND_COUNT: u32 = 14;
+pub const KIND_COUNT: u32 = 15;
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::SysmonTick,
         EventKind::PreemptOne,
         EventKind::PreemptM,
@@ -53,6 +56,7 @@ impl EventKind {
         EventKind::GopreemptM,
         EventKind::PreemptPark,
         EventKind::SuspendG,
+        EventKind::Execute,
     ];
 }
 
@@ -218,8 +222,8 @@ pub mod goroutine_flags {
 }
 
 /// [`EventKind::DoSigPreempt`], [`EventKind::AsyncPreempt2`], [`EventKind::GoschedImpl`],
-/// [`EventKind::GopreemptM`], [`EventKind::PreemptPark`], [`EventKind::SuspendG`]: a
-/// runtime function that acts on one goroutine.
+/// [`EventKind::GopreemptM`], [`EventKind::PreemptPark`], [`EventKind::SuspendG`],
+/// [`EventKind::Execute`]: a runtime function that acts on one goroutine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoroutineHook {

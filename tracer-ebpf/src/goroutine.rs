@@ -104,6 +104,16 @@ pub fn go_suspend_g(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `runtime.execute(gp *g, inheritTime bool)`: `gp` in RAX. `gp` starts running on this
+/// thread's M; attached only when goroutine run slices are asked for.
+#[uprobe]
+pub fn go_execute(ctx: ProbeContext) -> u32 {
+    // SAFETY: as above.
+    let g_addr = unsafe { (*ctx.regs).rax };
+    let _ = hook(&ctx, EventKind::Execute, g_addr, 0, 0);
+    0
+}
+
 /// Builds and submits a [`GoroutineHook`] for the goroutine at `g_addr`.
 #[inline(always)]
 fn hook(ctx: &ProbeContext, kind: EventKind, g_addr: u64, pc: u64, flags: u32) -> Option<()> {

@@ -51,6 +51,18 @@ pub struct Cli {
     #[arg(long, conflicts_with = "quiet")]
     pub raw: bool,
 
+    /// Also record when each goroutine starts running (uprobe on `runtime.execute`): exact
+    /// run slices per goroutine. It fires on every goroutine switch, so it costs more on
+    /// busy programs.
+    #[arg(long)]
+    pub slices: bool,
+
+    /// Write a Perfetto trace (protobuf, open it at https://ui.perfetto.dev) to FILE: a
+    /// track per thread, goroutine run slices, instants for every link of the chain and
+    /// flows joining each preemption attempt. Implies --slices.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+
     /// Show which link of the preemption chain each probe observes and where it would be
     /// attached, then exit without attaching anything.
     #[arg(long)]

@@ -142,6 +142,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::GopreemptM => "gopreempt_m",
         EventKind::PreemptPark => "preempt_park",
         EventKind::SuspendG => "suspend_g",
+        EventKind::Execute => "execute",
     }
 }
 
@@ -234,7 +235,8 @@ impl Event {
             | EventKind::GoschedImpl
             | EventKind::GopreemptM
             | EventKind::PreemptPark
-            | EventKind::SuspendG => {
+            | EventKind::SuspendG
+            | EventKind::Execute => {
                 let r: GoroutineHook = read(bytes, "goroutine record")?;
                 let flag = |bit: u32| r.flags & bit != 0;
                 EventData::Goroutine {

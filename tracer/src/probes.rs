@@ -23,6 +23,8 @@ pub enum ChainLink {
     AsyncPreemption,
     Reschedule,
     Park,
+    /// Not a link of the chain: a goroutine starting to run.
+    Run,
 }
 
 impl ChainLink {
@@ -37,6 +39,7 @@ impl ChainLink {
             Self::AsyncPreemption => "async preemption",
             Self::Reschedule => "reschedule",
             Self::Park => "park",
+            Self::Run => "run",
         }
     }
 }
@@ -59,6 +62,9 @@ pub enum ProbeTarget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Condition {
     Always,
+    /// Only when goroutine run slices were asked for (`--slices`, `--perfetto`): the hook
+    /// fires on every goroutine switch.
+    SlicesRequested,
     /// Only Go releases whose `goschedImpl` lacks the `preempted` argument (1.21): there
     /// `gopreempt_m` is a real function and the only way to tell preemption from
     /// `Gosched`. From 1.22 it is inlined into `newstack`, so a probe on it would miss
@@ -138,6 +144,14 @@ pub const PROBES: &[ProbeSpec] = &[
         requirement: Requirement::Required,
         condition: Condition::Always,
         observes: "the GC asking a goroutine to stop for a stack scan",
+    },
+    ProbeSpec {
+        program: programs::GO_EXECUTE,
+        link: ChainLink::Run,
+        target: go("runtime.execute"),
+        requirement: Requirement::Required,
+        condition: Condition::SlicesRequested,
+        observes: "a goroutine starting to run (run slices)",
     },
     ProbeSpec {
         program: programs::TP_SYS_ENTER_TGKILL,
@@ -224,12 +238,16 @@ pub const PROBES: &[ProbeSpec] = &[
 pub struct ReleaseFacts {
     /// `goschedImpl(gp *g, preempted bool)`: Go 1.22+.
     pub gosched_has_preempted_arg: bool,
+    /// Attach `runtime.execute` for run slices (a choice of the user, not of the release,
+    /// but it decides the plan the same way).
+    pub slices: bool,
 }
 
 impl ReleaseFacts {
     pub fn for_version(version: &GoVersion) -> ReleaseFacts {
         ReleaseFacts {
             gosched_has_preempted_arg: (version.major, version.minor) >= (1, 22),
+            slices: false,
         }
     }
 
@@ -237,6 +255,7 @@ impl ReleaseFacts {
         match condition {
             Condition::Always => true,
             Condition::GoschedLacksPreemptedArg => !self.gosched_has_preempted_arg,
+            Condition::SlicesRequested => self.slices,
         }
     }
 }
@@ -321,8 +340,12 @@ fn plan_one(
     spec: &'static ProbeSpec,
 ) -> Result<PlanStatus, PlanError> {
     if !facts.allows(spec.condition) {
+        let reason = match spec.condition {
+            Condition::SlicesRequested => "run slices not requested (--slices)",
+            _ => "goschedImpl's `preempted` argument tells preemption apart",
+        };
         return Ok(PlanStatus::NotApplicable {
-            reason: "goschedImpl's `preempted` argument tells preemption apart".into(),
+            reason: reason.into(),
         });
     }
     let ProbeTarget::Uprobe {
@@ -442,9 +465,11 @@ mod tests {
     fn gopreempt_m_only_without_preempted_arg() {
         let old = ReleaseFacts {
             gosched_has_preempted_arg: false,
+            slices: false,
         };
         let new = ReleaseFacts {
             gosched_has_preempted_arg: true,
+            slices: false,
         };
         assert!(old.allows(Condition::GoschedLacksPreemptedArg));
         assert!(!new.allows(Condition::GoschedLacksPreemptedArg));

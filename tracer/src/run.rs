@@ -28,6 +28,7 @@ use crate::{
     output::{
         AttemptView, EventView, Output,
         json::JsonOutput,
+        perfetto::PerfettoOutput,
         text::{Live, TextOutput},
     },
     preflight,
@@ -88,7 +89,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             binary_path.display()
         );
     }
-    let facts = ReleaseFacts::for_version(&version);
+    let facts = ReleaseFacts {
+        slices: cli.slices || cli.perfetto.is_some(),
+        ..ReleaseFacts::for_version(&version)
+    };
     let plan = probes::plan(&binary, facts)
         .with_context(|| format!("planning probes for {}", binary_path.display()))?;
     let (config, offsets_source) = probe_config(&binary, &version.raw, facts);
@@ -173,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         correlator: Correlator::new(),
         aggregator: Aggregator::new(),
         symbolizer: Symbolizer::new(Arc::clone(&binary), bias),
-        output: open_output(&cli)?,
+        outputs: open_outputs(&cli)?,
         start_ns,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -190,7 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 };
                 pipeline.process(record)?;
                 if rx.is_empty() {
-                    pipeline.output.flush()?;
+                    pipeline.flush_outputs()?;
                 }
             }
             status = exit_watch.exited() => break EndReason::TargetExited(status?),
@@ -220,9 +224,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         probes: outcomes,
         end_reason: end.describe(),
     };
-    let (summary, mut output) = pipeline.finish(run, kernel)?;
-    output.summary(&summary)?;
-    output.flush()?;
+    let summary = pipeline.finish(run, kernel)?;
     if summary.lost_total() > 0 {
         eprintln!(
             "goprobe: warning: {} events were lost because the ring buffer was full; \
@@ -245,7 +247,7 @@ struct Pipeline {
     correlator: Correlator,
     aggregator: Aggregator,
     symbolizer: Symbolizer,
-    output: Box<dyn Output>,
+    outputs: Vec<Box<dyn Output>>,
     start_ns: u64,
 }
 
@@ -263,13 +265,16 @@ impl Pipeline {
                 });
                 let meaning = self.correlator.observe(&event, caller_kind);
                 self.aggregator.add(&event, &meaning);
-                self.output.event(&EventView {
+                let view = EventView {
                     event: &event,
                     meaning: &meaning,
                     location,
                     caller,
                     rel_ns: event.ts_ns as i64 - self.start_ns as i64,
-                })?;
+                };
+                for output in &mut self.outputs {
+                    output.event(&view)?;
+                }
                 self.flush_findings()
             }
             Record::Malformed(err) => {
@@ -286,37 +291,52 @@ impl Pipeline {
             correlator,
             aggregator,
             symbolizer,
-            output,
+            outputs,
             start_ns,
         } = self;
         for finding in correlator.drain_findings() {
             aggregator.add_finding(&finding);
             if let Finding::Attempt(attempt) = &finding {
-                output.attempt(&AttemptView {
+                let view = AttemptView {
                     attempt,
                     location: attempt.interrupted_pc.and_then(|pc| symbolizer.locate(pc)),
                     rel_ns: attempt.start_ns() as i64 - *start_ns as i64,
-                })?;
+                };
+                for output in outputs.iter_mut() {
+                    output.attempt(&view)?;
+                }
             }
         }
         Ok(())
     }
 
+    fn flush_outputs(&mut self) -> io::Result<()> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|output| output.flush())
+    }
+
     /// Closes what is still open and returns the summary.
+    /// Closes what is still open, renders the summary to every output and returns it.
     fn finish(
         mut self,
         run: RunInfo,
         kernel: crate::loader::KernelCounters,
-    ) -> io::Result<(Summary, Box<dyn Output>)> {
+    ) -> io::Result<Summary> {
         self.correlator.finish();
         self.flush_findings()?;
         let Pipeline {
             aggregator,
             mut symbolizer,
-            output,
+            mut outputs,
             ..
         } = self;
-        Ok((aggregator.finish(run, kernel, &mut symbolizer), output))
+        let summary = aggregator.finish(run, kernel, &mut symbolizer);
+        for output in &mut outputs {
+            output.summary(&summary)?;
+            output.flush()?;
+        }
+        Ok(summary)
     }
 }
 
@@ -465,6 +485,17 @@ fn locations(
         }
         _ => (None, None),
     }
+}
+
+/// The main output (text or JSON, to stdout or --output), plus the Perfetto file.
+fn open_outputs(cli: &Cli) -> anyhow::Result<Vec<Box<dyn Output>>> {
+    let mut outputs = vec![open_output(cli)?];
+    if let Some(path) = &cli.perfetto {
+        outputs.push(Box::new(
+            PerfettoOutput::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ));
+    }
+    Ok(outputs)
 }
 
 fn open_output(cli: &Cli) -> anyhow::Result<Box<dyn Output>> {

@@ -3,6 +3,7 @@
 //! never do.
 
 pub mod json;
+pub mod perfetto;
 pub mod text;
 
 use std::{io, rc::Rc};
