@@ -85,6 +85,8 @@ pub fn temp_path(stem: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct Traced {
     pub events: Vec<Value>,
+    /// Finished preemption attempts (`"type":"attempt"`).
+    pub attempts: Vec<Value>,
     pub summary: Value,
     /// The fixture's final `{"event":"result"}` line, if it printed one.
     pub fixture: Option<Value>,
@@ -143,8 +145,8 @@ pub fn fixture_result(stdout: &str) -> Option<Value> {
         .find(|value| value["event"] == "result")
 }
 
-/// Splits goprobe's JSON output into events and the summary.
-fn split_output(path: &Path) -> (Vec<Value>, Value) {
+/// Splits goprobe's JSON output into events, attempts and the summary.
+pub fn split_output(path: &Path) -> (Vec<Value>, Vec<Value>, Value) {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|err| panic!("goprobe wrote no output to {}: {err}", path.display()));
     let _ = std::fs::remove_file(path);
@@ -153,11 +155,13 @@ fn split_output(path: &Path) -> (Vec<Value>, Value) {
         Some(last) if last["type"] == "summary" => last,
         other => panic!("goprobe's last line is not a summary: {other:?}"),
     };
+    let (attempts, events): (Vec<Value>, Vec<Value>) =
+        lines.into_iter().partition(|line| line["type"] == "attempt");
     assert!(
-        lines.iter().all(|line| line["type"] == "event"),
+        events.iter().all(|line| line["type"] == "event"),
         "only the last line may be a summary"
     );
-    (lines, summary)
+    (events, attempts, summary)
 }
 
 /// `goprobe --json -o FILE [goprobe_args] -- fixture [fixture_args]` with `env` added to
@@ -188,9 +192,10 @@ pub fn trace_command(
         "goprobe failed: {}\nstderr:\n{stderr}\nstdout:\n{stdout}",
         output.status
     );
-    let (events, summary) = split_output(&out);
+    let (events, attempts, summary) = split_output(&out);
     Traced {
         events,
+        attempts,
         summary,
         fixture: fixture_result(&stdout),
         stdout,

@@ -75,12 +75,14 @@ fn planned_offset(goprobe: &Path, binary: &Path, function: &str) -> u64 {
                 || line.contains(&format!(" {function} "))
         })
         .unwrap_or_else(|| panic!("{function} not in --list-probes output:\n{text}"));
-    let hex = line
-        .split("file offset ")
+    let hex: String = line
+        .split("file offset 0x")
         .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no file offset in {line:?}"));
-    u64::from_str_radix(hex.trim_start_matches("0x"), 16).expect("hex offset")
+        .unwrap_or_else(|| panic!("no file offset in {line:?}"))
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    u64::from_str_radix(&hex, 16).expect("hex offset")
 }
 
 /// The number of asynchronous preemptions goprobe reports equals the number of times

@@ -63,6 +63,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
 
+    /// Put every uprobe at its function's entry instead of the emulated `PUSHQ BP` after
+    /// the stack check. Slower (a single-step trap per hit) and it counts a function twice
+    /// when its stack check fails; for comparing placements (`cargo xtask bench`).
+    #[arg(long, hide_short_help = true)]
+    pub entry_probes: bool,
+
     /// Show which link of the preemption chain each probe observes and where it would be
     /// attached, then exit without attaching anything.
     #[arg(long)]

@@ -14,6 +14,7 @@ pub mod gobin;
 pub mod histogram;
 pub mod loader;
 pub mod output;
+pub mod placement;
 pub mod preflight;
 pub mod probes;
 pub mod ringbuf;

@@ -9,7 +9,10 @@ use std::fmt;
 
 use tracer_common::names::programs;
 
-use crate::gobin::{Function, GoBinary, GoVersion};
+use crate::{
+    gobin::{Function, GoBinary, GoVersion},
+    placement,
+};
 
 /// A link of the preemption chain, as the user thinks of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -238,6 +241,9 @@ pub const PROBES: &[ProbeSpec] = &[
 pub struct ReleaseFacts {
     /// `goschedImpl(gp *g, preempted bool)`: Go 1.22+.
     pub gosched_has_preempted_arg: bool,
+    /// Put every uprobe at its function's entry instead of the emulated `PUSHQ BP` after
+    /// the stack check (for the benchmark that compares the two).
+    pub at_entry: bool,
     /// Attach `runtime.execute` for run slices (a choice of the user, not of the release,
     /// but it decides the plan the same way).
     pub slices: bool,
@@ -247,6 +253,7 @@ impl ReleaseFacts {
     pub fn for_version(version: &GoVersion) -> ReleaseFacts {
         ReleaseFacts {
             gosched_has_preempted_arg: (version.major, version.minor) >= (1, 22),
+            at_entry: false,
             slices: false,
         }
     }
@@ -261,7 +268,7 @@ impl ReleaseFacts {
 }
 
 /// Where in a function the uprobe goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
     /// Link-time virtual address of the probed instruction.
     pub vaddr: u64,
@@ -269,6 +276,10 @@ pub struct Placement {
     pub file_offset: u64,
     /// Bytes from the function's entry (0 = entry).
     pub offset_in_function: u64,
+    /// The probed instruction, Go assembler syntax (`PUSHQ BP`).
+    pub instruction: String,
+    /// Why there (see [`crate::placement::reasons`]).
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,7 +378,7 @@ fn plan_one(
             },
         });
     };
-    let placement = place(binary, &function)?;
+    let placement = place(binary, &function, facts.at_entry)?;
     Ok(PlanStatus::Uprobe {
         function,
         placement,
@@ -383,8 +394,31 @@ fn pick_function(mut candidates: Vec<Function>, skip_abi0_wrapper: bool) -> Opti
     candidates.into_iter().max_by_key(|f| f.end - f.entry)
 }
 
-fn place(binary: &GoBinary, function: &Function) -> Result<Placement, PlanError> {
-    let vaddr = function.entry;
+/// Longest prologue we look at: the stack check and `PUSHQ BP` sit in the first 30 bytes.
+const PROLOGUE_WINDOW: u64 = 64;
+
+/// On the first instruction every call runs once and the kernel emulates (`PUSHQ BP` after
+/// the stack check), else at the entry. An entry uprobe costs a single-step trap per hit,
+/// and fires twice whenever the stack check fails — exactly on cooperative preemption.
+fn place(binary: &GoBinary, function: &Function, at_entry: bool) -> Result<Placement, PlanError> {
+    let entry = function.entry;
+    let chosen = if at_entry {
+        None
+    } else {
+        // The whole function when small (so the morestack stub is checked too), else the
+        // prologue window.
+        let len = (function.end - entry)
+            .min(4096)
+            .max(PROLOGUE_WINDOW.min(function.end - entry));
+        binary
+            .read_code(entry, len as usize)
+            .map(|code| placement::placement(code, entry))
+    };
+    let (offset, instruction, reason) = match chosen {
+        Some(p) => (p.offset, p.instruction, p.reason),
+        None => (0, String::new(), "entry: requested (--entry-probes)"),
+    };
+    let vaddr = entry + offset;
     let file_offset = binary
         .file_offset(vaddr)
         .ok_or_else(|| PlanError::NoFileOffset {
@@ -394,7 +428,9 @@ fn place(binary: &GoBinary, function: &Function) -> Result<Placement, PlanError>
     Ok(Placement {
         vaddr,
         file_offset,
-        offset_in_function: 0,
+        offset_in_function: offset,
+        instruction,
+        reason,
     })
 }
 
@@ -406,8 +442,11 @@ impl fmt::Display for PlannedProbe {
         };
         let status = match &self.status {
             PlanStatus::Uprobe { placement, .. } => format!(
-                "uprobe at +{:#x} (file offset {:#x})",
-                placement.offset_in_function, placement.file_offset
+                "uprobe at +{:#x} {} (file offset {:#x}; {})",
+                placement.offset_in_function,
+                placement.instruction,
+                placement.file_offset,
+                placement.reason
             ),
             PlanStatus::Tracepoint => "tracepoint".into(),
             PlanStatus::NotApplicable { reason } => format!("not used: {reason}"),
@@ -465,11 +504,12 @@ mod tests {
     fn gopreempt_m_only_without_preempted_arg() {
         let old = ReleaseFacts {
             gosched_has_preempted_arg: false,
+            at_entry: false,
             slices: false,
         };
         let new = ReleaseFacts {
             gosched_has_preempted_arg: true,
-            slices: false,
+            ..old
         };
         assert!(old.allows(Condition::GoschedLacksPreemptedArg));
         assert!(!new.allows(Condition::GoschedLacksPreemptedArg));

@@ -91,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let facts = ReleaseFacts {
         slices: cli.slices || cli.perfetto.is_some(),
+        at_entry: cli.entry_probes,
         ..ReleaseFacts::for_version(&version)
     };
     let plan = probes::plan(&binary, facts)
@@ -438,9 +439,11 @@ fn attach(
 
 fn attached_text(status: &PlanStatus) -> String {
     match status {
-        PlanStatus::Uprobe { placement, .. } if placement.offset_in_function > 0 => {
-            format!("attached at +{:#x}", placement.offset_in_function)
-        }
+        PlanStatus::Uprobe { placement, .. } if !placement.instruction.is_empty() => format!(
+            "attached at +{:#x} {}",
+            placement.offset_in_function, placement.instruction
+        ),
+        PlanStatus::Uprobe { .. } => "attached at entry".into(),
         _ => "attached".into(),
     }
 }
