@@ -155,8 +155,9 @@ pub fn split_output(path: &Path) -> (Vec<Value>, Vec<Value>, Value) {
         Some(last) if last["type"] == "summary" => last,
         other => panic!("goprobe's last line is not a summary: {other:?}"),
     };
-    let (attempts, events): (Vec<Value>, Vec<Value>) =
-        lines.into_iter().partition(|line| line["type"] == "attempt");
+    let (attempts, events): (Vec<Value>, Vec<Value>) = lines
+        .into_iter()
+        .partition(|line| line["type"] == "attempt");
     assert!(
         events.iter().all(|line| line["type"] == "event"),
         "only the last line may be a summary"

@@ -88,12 +88,30 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         }
     }
 
+    // tests/tracecount decodes the fixtures' runtime/trace files with the newest Go's
+    // `go tool trace`, which reads every release's format.
+    let newest = go::ensure(go::NEWEST)?;
+    let tracecount = root.join("target/tools/tracecount");
+    util::run(
+        newest
+            .command()
+            .current_dir(root.join("tests/tracecount"))
+            .args(["build", "-o"])
+            .arg(&tracecount)
+            .arg("."),
+    )?;
+
     let mut integration = cargo();
     integration
         .args(["test", "--package", "goprobe-integration"])
         .env("GOPROBE_BIN", root.join("target/debug/goprobe"))
         .env("GOPROBE_FIXTURES", root.join("target/fixtures"))
-        .env("GOPROBE_GO_RELEASES", releases.join(","));
+        .env("GOPROBE_GO_RELEASES", releases.join(","))
+        .env("GOPROBE_TRACECOUNT", &tracecount)
+        .env("GOPROBE_TRACE_GO", &newest.go)
+        // Where tracecount's `go tool trace` keeps its build.
+        .env("GOCACHE", root.join("target/go-cache"))
+        .env("GOPATH", root.join("target/go-path"));
     if !util::is_root() {
         eprintln!("xtask: integration tests need root: running them through sudo -E");
         integration.args(["--config", r#"target."cfg(all())".runner="sudo -E""#]);

@@ -1,0 +1,172 @@
+//! goprobe against Go's own execution tracer: within the window the fixture traced with
+//! `runtime/trace`, goprobe's async, cooperative and park counts must equal the tracer's
+//! exactly. The trace is decoded by `tests/tracecount` (Go's `go tool trace -d=parsed`),
+//! which knows nothing of goprobe.
+
+use std::{path::PathBuf, process::Command};
+
+use goprobe_integration::{Env, Traced, env, temp_path, trace_command};
+use serde_json::Value;
+
+/// Counts from goprobe's events inside `[start_ns, end_ns]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counts {
+    async_reschedule: u64,
+    async_park: u64,
+    stack_check_reschedule: u64,
+    stack_check_park: u64,
+}
+
+fn goprobe_counts(traced: &Traced, start_ns: u64, end_ns: u64) -> Counts {
+    let mut counts = Counts::default();
+    for event in &traced.events {
+        let ts = event["ts_ns"].as_u64().unwrap_or(0);
+        if ts < start_ns || ts > end_ns {
+            continue;
+        }
+        let slot = match (event["path"].as_str(), event["action"].as_str()) {
+            (Some("async"), Some("reschedule")) => &mut counts.async_reschedule,
+            (Some("async"), Some("park")) => &mut counts.async_park,
+            (Some("stack_check"), Some("reschedule")) => &mut counts.stack_check_reschedule,
+            (Some("stack_check"), Some("park")) => &mut counts.stack_check_park,
+            _ => continue,
+        };
+        *slot += 1;
+    }
+    counts
+}
+
+fn tool(var: &str) -> PathBuf {
+    let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the integration tests with `cargo xtask test`")
+    }));
+    assert!(path.is_file(), "{} does not exist", path.display());
+    path
+}
+
+/// Runs `fixture -trace FILE args` under goprobe and returns (goprobe's, the tracer's)
+/// counts within the fixture's traced window, and whether the tracer knows park paths.
+fn both_counts(
+    env: &Env,
+    release: &str,
+    fixture: &str,
+    args: &[&str],
+    fixture_env: &[(&str, &str)],
+) -> (Counts, Counts) {
+    let trace = temp_path("runtime.trace");
+    let trace_arg = trace.to_str().unwrap().to_string();
+    let mut fixture_args: Vec<&str> = args.to_vec();
+    fixture_args.extend(["-trace", &trace_arg]);
+    let traced = trace_command(
+        env,
+        &[],
+        &env.fixture(release, "default", fixture),
+        &fixture_args,
+        fixture_env,
+    );
+    let result = traced.fixture();
+    let start_ns = result["start_ns"].as_u64().expect("start_ns");
+    let end_ns = result["end_ns"].as_u64().expect("end_ns");
+    let out = Command::new(tool("GOPROBE_TRACECOUNT"))
+        .arg("-go")
+        .arg(tool("GOPROBE_TRACE_GO"))
+        .args(["-no-events", "-start-ns", &start_ns.to_string()])
+        .args(["-end-ns", &end_ns.to_string()])
+        .arg(&trace)
+        .output()
+        .expect("tracecount runs");
+    let _ = std::fs::remove_file(&trace);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{release} {fixture}: tracecount failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&text).expect("tracecount JSON");
+    let w = &report["counts_in_window"];
+    assert!(
+        w.is_object(),
+        "{release} {fixture}: no window counts: {report}"
+    );
+    let n = |field: &str| {
+        w[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {w}"))
+    };
+    let ours = goprobe_counts(&traced, start_ns, end_ns);
+    let theirs = Counts {
+        async_reschedule: n("async_reschedule"),
+        async_park: n("async_park") + n("park_unknown_path"),
+        stack_check_reschedule: n("stack_check_reschedule"),
+        stack_check_park: n("stack_check_park"),
+    };
+    eprintln!("{release} {fixture} {fixture_env:?}: goprobe {ours:?}, runtime/trace {theirs:?}");
+    assert_eq!(traced.summary["lost_total"], 0, "{release} {fixture}");
+    (ours, theirs)
+}
+
+/// Go 1.21–1.25 traces record a park without a stack: its path is unknown, so parks are
+/// compared in total there, by path from 1.26.
+fn assert_equal(release: &str, fixture: &str, ours: &Counts, theirs: &Counts) {
+    let minor: u32 = release.split('.').nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        (ours.async_reschedule, ours.stack_check_reschedule),
+        (theirs.async_reschedule, theirs.stack_check_reschedule),
+        "{release} {fixture}: reschedules (async, stack check)"
+    );
+    if minor >= 26 {
+        assert_eq!(
+            (ours.async_park, ours.stack_check_park),
+            (theirs.async_park, theirs.stack_check_park),
+            "{release} {fixture}: parks (async, stack check)"
+        );
+    } else {
+        assert_eq!(
+            ours.async_park + ours.stack_check_park,
+            theirs.async_park + theirs.stack_check_park,
+            "{release} {fixture}: parks"
+        );
+    }
+}
+
+#[test]
+fn spinner_matches_runtime_trace() {
+    let env = env();
+    for release in &env.releases {
+        let (ours, theirs) = both_counts(
+            &env,
+            release,
+            "spinner",
+            &["-workers", "4", "-procs", "1", "-duration", "2s"],
+            &[],
+        );
+        assert!(ours.async_reschedule >= 50, "{release}: {ours:?}");
+        assert_equal(release, "spinner", &ours, &theirs);
+    }
+}
+
+#[test]
+fn coop_without_async_preemption_matches_runtime_trace() {
+    let env = env();
+    for release in &env.releases {
+        let (ours, theirs) = both_counts(
+            &env,
+            release,
+            "coop",
+            &["-workers", "4", "-procs", "1", "-duration", "2s"],
+            &[("GODEBUG", "asyncpreemptoff=1")],
+        );
+        assert!(ours.stack_check_reschedule >= 50, "{release}: {ours:?}");
+        assert_eq!(ours.async_reschedule, 0, "{release}");
+        assert_equal(release, "coop", &ours, &theirs);
+    }
+}
+
+#[test]
+fn gc_stress_matches_runtime_trace() {
+    let env = env();
+    for release in &env.releases {
+        let (ours, theirs) = both_counts(&env, release, "gcstress", &[], &[]);
+        assert_equal(release, "gcstress", &ours, &theirs);
+    }
+}
