@@ -155,6 +155,55 @@ fn missing_probe_function_is_reported_and_the_rest_traced() {
     assert!(traced.count("async_preempt") > 0, "the rest is traced");
 }
 
+/// A Go release newer than goprobe knows, without DWARF: the nearest known layout is
+/// assumed with a warning, goroutine ids still come out right, and --go-layout overrides.
+#[test]
+fn newer_release_assumes_the_nearest_layout() {
+    let env = env();
+    let release = env.newest();
+    let original = std::fs::read(env.fixture(release, "stripped", "spinner")).unwrap();
+    let from = format!("go{release}");
+    let to = format!("go1.99.{}", "0".repeat(from.len() - "go1.99.".len()));
+    let patched = replace_all(&original, from.as_bytes(), to.as_bytes());
+    let path = temp_path("newer-go");
+    std::fs::write(&path, patched).unwrap();
+    make_executable(&path);
+    let args = ["-workers", "2", "-procs", "1", "-duration", "1s"];
+    let traced = trace_command(&env, &[], &path, &args, &[]);
+    assert!(
+        traced
+            .stderr
+            .contains("newer than every release goprobe knows")
+            && traced.stderr.contains("--go-layout"),
+        "{}",
+        traced.stderr
+    );
+    let workers: Vec<u64> = traced.fixture()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["goid"].as_u64().unwrap())
+        .collect();
+    let preempted: Vec<u64> = traced
+        .events_of("async_preempt")
+        .filter_map(|e| e["goid"].as_u64())
+        .collect();
+    assert!(!preempted.is_empty());
+    assert!(
+        preempted.iter().all(|g| workers.contains(g)),
+        "{preempted:?} vs {workers:?}"
+    );
+    let minor = release.split('.').nth(1).unwrap();
+    let layout = format!("1.{minor}");
+    let overridden = trace_command(&env, &["--go-layout", &layout], &path, &args, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        !overridden.stderr.contains("newer than every release"),
+        "{}",
+        overridden.stderr
+    );
+}
+
 fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = haystack.to_vec();
     let mut i = 0;

@@ -63,6 +63,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
 
+    /// Read Go struct offsets from goprobe's table for this release (e.g. `1.27`) instead
+    /// of the binary's DWARF or its own release's entry. For a Go release newer than
+    /// goprobe knows, when the nearest layout it assumes gives wrong goroutine ids.
+    #[arg(long, value_name = "RELEASE")]
+    pub go_layout: Option<String>,
+
     /// Put every uprobe at its function's entry instead of the emulated `PUSHQ BP` after
     /// the stack check. Slower (a single-step trap per hit) and it counts a function twice
     /// when its stack check fails; for comparing placements (`cargo xtask bench`).

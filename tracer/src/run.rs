@@ -96,7 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let plan = probes::plan(&binary, facts)
         .with_context(|| format!("planning probes for {}", binary_path.display()))?;
-    let (config, offsets_source) = probe_config(&binary, &version.raw, facts);
+    let (config, offsets_source) =
+        probe_config(&binary, &version.raw, facts, cli.go_layout.as_deref())?;
 
     if cli.list_probes {
         print_plan(&binary_path, &version.raw, &offsets_source, &plan);
@@ -348,13 +349,42 @@ fn analyse(path: &Path) -> anyhow::Result<GoBinary> {
 /// The kernel side's view of the binary: struct offsets and release facts. Offsets come
 /// from the binary's DWARF, else the per-release table; failing both, the kernel side
 /// reads no Go memory and events carry registers only (goroutine ids unknown).
-fn probe_config(binary: &GoBinary, version: &str, facts: ReleaseFacts) -> (ProbeConfig, String) {
-    let (offsets, source) = match offsets::resolve(binary.bytes(), version) {
+fn probe_config(
+    binary: &GoBinary,
+    version: &str,
+    facts: ReleaseFacts,
+    layout: Option<&str>,
+) -> anyhow::Result<(ProbeConfig, String)> {
+    let resolved = match layout {
+        Some(release) => {
+            let (major, minor) = offsets::parse_go_version(release)?;
+            match offsets::from_table(major, minor) {
+                Some((offsets, true)) => Ok((
+                    offsets,
+                    OffsetsSource::Table {
+                        release: (major, minor),
+                        exact: true,
+                    },
+                )),
+                _ => bail!(
+                    "--go-layout {release}: goprobe knows the layouts of Go 1.21 to {}",
+                    crate::gobin::offsets_table::TABLE
+                        .last()
+                        .map_or(String::from("?"), |((major, minor), _, _)| format!(
+                            "{major}.{minor}"
+                        ))
+                ),
+            }
+        }
+        None => offsets::resolve(binary.bytes(), version),
+    };
+    let (offsets, source) = match resolved {
         Ok((offsets, source)) => {
             if let OffsetsSource::Table { exact: false, .. } = source {
                 eprintln!(
                     "goprobe: warning: {version} is newer than every release goprobe knows; \
-                     assuming the {source}: check that goroutine ids look right"
+                     assuming the {source}: check that goroutine ids look right, or choose \
+                     another layout with --go-layout"
                 );
             }
             (Some(offsets), source.to_string())
@@ -385,7 +415,7 @@ fn probe_config(binary: &GoBinary, version: &str, facts: ReleaseFacts) -> (Probe
         config.p_schedtick = o.p_schedtick;
         config.p_sysmontick_schedwhen = o.p_sysmontick_schedwhen;
     }
-    (config, source)
+    Ok((config, source))
 }
 
 fn attach(

@@ -6,6 +6,7 @@
 mod demo;
 mod fixtures;
 mod go;
+mod offsets;
 mod setup;
 mod test;
 mod util;
@@ -30,6 +31,9 @@ enum Command {
     Fixtures(fixtures::FixturesArgs),
     /// Build everything and trace the bundled demo workload with goprobe.
     Demo(demo::DemoArgs),
+    /// Regenerate tracer/src/gobin/offsets_table.rs from the DWARF of every supported Go
+    /// release (or check it with --check).
+    GenOffsets(offsets::GenOffsetsArgs),
     /// Everything CI checks: fmt, clippy (host and BPF), unit tests, and privileged
     /// integration tests with real BPF against real Go fixtures.
     Test(test::TestArgs),
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(&args).map(drop),
         Command::Fixtures(args) => fixtures::run(&args).map(drop),
         Command::Demo(args) => demo::run(&args),
+        Command::GenOffsets(args) => offsets::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::{
     fixtures::{self, Variant},
-    go, setup, util,
+    go, offsets, setup, util,
 };
 
 #[derive(Args, Clone, Debug, Default)]
@@ -87,6 +87,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             fixtures::build(toolchain, variant)?;
         }
     }
+
+    // The committed struct-offset table must equal the DWARF of the releases under test.
+    offsets::generate(&setup.go, true)?;
 
     // tests/tracecount decodes the fixtures' runtime/trace files with the newest Go's
     // `go tool trace`, which reads every release's format.
