@@ -72,7 +72,10 @@ fn require_decoder() {
         ])
         .output()
         .unwrap_or_else(|err| {
-            panic!("python3 is needed to decode Perfetto traces ({err}): install python3, then {INSTALL}")
+            panic!(
+                "python3 is needed to decode Perfetto traces ({err}): install python3, \
+                 then {INSTALL}"
+            )
         });
     assert!(
         output.status.success(),

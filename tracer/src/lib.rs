@@ -7,6 +7,16 @@
 //! [`correlate`] → [`summary`] → [`output`] (one module per format). [`run`] drives one
 //! session through all of them.
 
+/// Prints a diagnostic line to stderr. Never panics: stderr may be a closed pipe (a
+/// wrapper that stopped reading), and losing a diagnostic must not kill the tracer.
+#[macro_export]
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod correlate;
 pub mod events;

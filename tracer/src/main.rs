@@ -13,14 +13,14 @@ fn main() {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("goprobe: error: cannot start the async runtime: {err}");
+            goprobe::diag!("goprobe: error: cannot start the async runtime: {err}");
             std::process::exit(1);
         }
     };
     let code = match runtime.block_on(run::run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("goprobe: error: {err:#}");
+            goprobe::diag!("goprobe: error: {err:#}");
             1
         }
     };

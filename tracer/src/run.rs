@@ -100,8 +100,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         probe_config(&binary, &version.raw, facts, cli.go_layout.as_deref())?;
 
     if cli.list_probes {
-        print_plan(&binary_path, &version.raw, &offsets_source, &plan);
-        return Ok(0);
+        return match print_plan(&binary_path, &version.raw, &offsets_source, &plan) {
+            // `goprobe --list-probes | head` closing the pipe is not an error.
+            Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
+            _ => Ok(0),
+        };
     }
 
     for planned in &plan {
@@ -113,14 +116,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ProbeTarget::Uprobe { function, .. },
         ) = (&planned.status, planned.spec.target)
         {
-            eprintln!("goprobe: warning: {function} {note}");
+            crate::diag!("goprobe: warning: {function} {note}");
         }
     }
 
     preflight::check_privileges()?;
     preflight::check_uprobes()?;
     if preflight::ensure_tracefs()? {
-        eprintln!("goprobe: mounted tracefs at /sys/kernel/tracing");
+        crate::diag!("goprobe: mounted tracefs at /sys/kernel/tracing");
     }
 
     let mut tracer = LoadedTracer::load(&config, cli.ringbuf_kib * 1024)
@@ -150,7 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         paused.release()?;
     }
     let attached_count = outcomes.iter().filter(|line| line.attached).count();
-    eprintln!(
+    crate::diag!(
         "goprobe: attached {attached_count} probes to pid {} ({}, {version}); tracing{}",
         target.pid,
         binary_path.display(),
@@ -163,7 +166,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
     let bias = if binary.is_pie() {
         target::load_bias(target.pid, &binary_path, &binary.load_segments()).unwrap_or_else(|| {
-            eprintln!("goprobe: warning: cannot find the PIE load address; locations unavailable");
+            crate::diag!(
+                "goprobe: warning: cannot find the PIE load address; locations unavailable"
+            );
             u64::MAX
         })
     } else {
@@ -171,7 +176,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
 
     let ring = tracer.take_events()?;
-    let (tx, mut rx) = mpsc::channel::<Record>(65_536);
+    // 64 batches of up to 1024 records: the kernel buffer, not this channel, absorbs
+    // bursts; a full channel stops the reader and the kernel counts what it drops.
+    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(ringbuf::drain(ring, tx, stop_rx));
 
@@ -190,11 +197,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
     let end = loop {
         tokio::select! {
-            record = rx.recv() => {
-                let Some(record) = record else {
+            batch = rx.recv() => {
+                let Some(batch) = batch else {
                     bail!("the ring buffer reader stopped unexpectedly");
                 };
-                pipeline.process(record)?;
+                for record in batch {
+                    pipeline.process(record)?;
+                }
                 if rx.is_empty() {
                     pipeline.flush_outputs()?;
                 }
@@ -212,8 +221,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .detach()
         .context("reading the kernel-side counters")?;
     let _ = stop_tx.send(true);
-    while let Some(record) = rx.recv().await {
-        pipeline.process(record)?;
+    while let Some(batch) = rx.recv().await {
+        for record in batch {
+            pipeline.process(record)?;
+        }
     }
     reader.await.context("ring buffer reader")??;
     let duration_ns = monotonic_ns().saturating_sub(pipeline.start_ns);
@@ -228,7 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let summary = pipeline.finish(run, kernel)?;
     if summary.lost_total() > 0 {
-        eprintln!(
+        crate::diag!(
             "goprobe: warning: {} events were lost because the ring buffer was full; \
              retry with a larger --ringbuf-kib (now {})",
             summary.lost_total(),
@@ -281,7 +292,7 @@ impl Pipeline {
             }
             Record::Malformed(err) => {
                 self.aggregator.add_malformed();
-                eprintln!("goprobe: warning: malformed record: {err}");
+                crate::diag!("goprobe: warning: malformed record: {err}");
                 Ok(())
             }
         }
@@ -381,7 +392,7 @@ fn probe_config(
     let (offsets, source) = match resolved {
         Ok((offsets, source)) => {
             if let OffsetsSource::Table { exact: false, .. } = source {
-                eprintln!(
+                crate::diag!(
                     "goprobe: warning: {version} is newer than every release goprobe knows; \
                      assuming the {source}: check that goroutine ids look right, or choose \
                      another layout with --go-layout"
@@ -390,7 +401,7 @@ fn probe_config(
             (Some(offsets), source.to_string())
         }
         Err(err) => {
-            eprintln!(
+            crate::diag!(
                 "goprobe: warning: no struct offsets for this binary ({err}); goroutine ids, \
                  P and M details will be missing"
             );
@@ -444,7 +455,7 @@ fn attach(
                             planned.spec.link.name()
                         );
                     }
-                    eprintln!(
+                    crate::diag!(
                         "goprobe: warning: {} not attached ({err}); the {} link is not observed",
                         planned.spec.program,
                         planned.spec.link.name()
@@ -478,15 +489,27 @@ fn attached_text(status: &PlanStatus) -> String {
     }
 }
 
-fn print_plan(path: &Path, version: &str, offsets_source: &str, plan: &[PlannedProbe]) {
-    println!(
+fn print_plan(
+    path: &Path,
+    version: &str,
+    offsets_source: &str,
+    plan: &[PlannedProbe],
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
         "{} ({version}; struct offsets from {offsets_source})",
         path.display()
-    );
-    println!("{:<19} {:<26} {:<22} status", "link", "hooked", "program");
+    )?;
+    writeln!(
+        out,
+        "{:<19} {:<26} {:<22} status",
+        "link", "hooked", "program"
+    )?;
     for planned in plan {
-        println!("{planned}");
+        writeln!(out, "{planned}")?;
     }
+    out.flush()
 }
 
 fn warn_async_preemption_off(target: &Target) {
@@ -496,7 +519,7 @@ fn warn_async_preemption_off(target: &Target) {
             .any(|kv| kv.trim() == "asyncpreemptoff=1")
     });
     if off {
-        eprintln!(
+        crate::diag!(
             "goprobe: note: the target runs with GODEBUG=asyncpreemptoff=1: sysmon still \
              requests preemption, but no SIGURG, signal delivery or asyncPreempt2 will follow"
         );
@@ -533,7 +556,8 @@ fn open_outputs(cli: &Cli) -> anyhow::Result<Vec<Box<dyn Output>>> {
 
 fn open_output(cli: &Cli) -> anyhow::Result<Box<dyn Output>> {
     let writer: Box<dyn Write> = match &cli.output {
-        Some(path) => Box::new(BufWriter::new(
+        Some(path) => Box::new(BufWriter::with_capacity(
+            1 << 18,
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
         None => Box::new(BufWriter::new(io::stdout())),
@@ -553,7 +577,7 @@ fn verifier_detail(err: crate::loader::LoadError, verbose: u8) -> anyhow::Error 
     if let crate::loader::LoadError::Verifier { log, .. } = &err
         && verbose > 0
     {
-        eprintln!("{log}");
+        crate::diag!("{log}");
     }
     err.into()
 }

@@ -3,6 +3,7 @@
 //! Every command that needs tools installs what is missing first (see [`setup`]), so a
 //! fresh Debian 12 host with rustup needs no hand work.
 
+mod bench;
 mod demo;
 mod fixtures;
 mod go;
@@ -31,6 +32,9 @@ enum Command {
     Fixtures(fixtures::FixturesArgs),
     /// Build everything and trace the bundled demo workload with goprobe.
     Demo(demo::DemoArgs),
+    /// Benchmarks: attach time on a big binary, per-hit cost of probe placement, userspace
+    /// throughput. Prints numbers, each against a baseline from the same run.
+    Bench(bench::BenchArgs),
     /// Regenerate tracer/src/gobin/offsets_table.rs from the DWARF of every supported Go
     /// release (or check it with --check).
     GenOffsets(offsets::GenOffsetsArgs),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(&args).map(drop),
         Command::Fixtures(args) => fixtures::run(&args).map(drop),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::GenOffsets(args) => offsets::run(&args),
         Command::Test(args) => test::run(&args),
     };

@@ -41,8 +41,37 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<Setup> {
             .map(|v| go::ensure(v))
             .collect::<Result<_, _>>()?
     };
+    perfetto_protos()?;
     tracefs();
     Ok(Setup { go })
+}
+
+/// PyPI's `perfetto` package: the official Perfetto protos, with which the tests decode
+/// goprobe's `--perfetto` files independently. Project-local, like the Go toolchains.
+const PERFETTO_PYPI: &str = "perfetto==0.59.1";
+
+fn perfetto_protos() -> anyhow::Result<()> {
+    let dir = util::workspace_root().join(".goprobe/python");
+    let probe = Command::new("python3")
+        .args([
+            "-c",
+            "import google.protobuf.unknown_fields, \
+             perfetto.protos.perfetto.trace.perfetto_trace_pb2",
+        ])
+        .env("PYTHONPATH", &dir)
+        .output();
+    if probe.is_ok_and(|out| out.status.success()) {
+        eprintln!("xtask: python {PERFETTO_PYPI}: present");
+        return Ok(());
+    }
+    util::run(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(["--root-user-action=ignore", "--upgrade", "--target"])
+            .arg(&dir)
+            .arg(PERFETTO_PYPI),
+    )
+    .context("installing the Perfetto protos (python3 with pip is needed)")
 }
 
 fn nightly_with_rust_src() -> anyhow::Result<()> {

@@ -35,16 +35,20 @@
 //! system trace recorded by Perfetto (`cat a.pftrace b.pftrace`) and lines up with it.
 //!
 //! Buffering: an attempt reaches [`Output::attempt`] after all its events went through
-//! [`Output::event`], and flow ids live on the events. So each event is encoded at once
-//! (its `TrackEvent` body into an arena) but written only once it is [`HOLD_NS`] older
-//! than the newest event, or when more than [`MAX_PENDING`] are waiting; attempts append
-//! their flow ids to events still waiting. Memory is thereby bounded (roughly 150 bytes per
-//! waiting event: 40 MB at the bound), and an attempt lasting longer than the window (a
-//! stop-the-world waiting seconds with async preemption off, or over 1.3 s of backlog at
-//! 200 000 events/s) loses the links already written: such flows are partial, counted and
-//! reported on stderr at the end. Packets are then streamed to the file; the rest, the
-//! open run slices' ends and the final descriptors and snapshot are written at
-//! [`Output::summary`].
+//! [`Output::event`], and flow ids live on the events. So each instant is encoded at once
+//! (its `TrackEvent` fields into an arena) but written only once it is [`HOLD_NS`] older
+//! than the newest event before the one being added — past the correlator's own expiry,
+//! so every attempt has ended by then — or when more than [`MAX_PENDING`] are waiting;
+//! attempts append their flow ids to events still waiting. Run slice begins and ends
+//! belong to no attempt and are written at once (trace_processor sorts by timestamp; file
+//! order does not matter). Memory is thus bounded: about 200 bytes per waiting instant
+//! (encoded fields, queue and index entries), some 50 MB at the bound. An attempt whose
+//! first links were written before it ended — only when over [`MAX_PENDING`] chain events
+//! arrive while it is open (more than 1.3 s at 200 000 events/s) — gets a partial flow:
+//! counted in the trace's `goprobe_summary` and reported on stderr. Packets are streamed
+//! to the file as they fall due; the rest, the open run slices' ends and the final
+//! descriptors and snapshot are written at [`Output::summary`] (so while tracing, the file
+//! lags the events by up to a minute).
 //!
 //! Encoding is by hand (varints, fixed64, length-delimited nested messages with the length
 //! back-patched), not with `prost`: about ten messages and thirty fields are used, prost
@@ -69,10 +73,11 @@ use crate::{
     symbolize::Location,
 };
 
-/// How long (trace time) an event waits for the attempts it belongs to before it is
-/// written.
-pub const HOLD_NS: u64 = 2_000_000_000;
-/// At most this many events (and slice begins/ends) wait; beyond, the oldest is written.
+/// How long (trace time) an instant waits for the attempts it belongs to before it is
+/// written: the correlator's expiry (`correlate::EXPIRE_AFTER_NS`, 60 s, checked every
+/// 50 ms of trace time) and a margin, after which no attempt is still open.
+pub const HOLD_NS: u64 = 61_000_000_000;
+/// At most this many instants wait; beyond, the oldest is written.
 pub const MAX_PENDING: usize = 1 << 18;
 /// Once this many bytes of the arena were written out, they are dropped from it.
 const ARENA_COMPACT: usize = 1 << 20;
@@ -413,6 +418,9 @@ pub struct PerfettoOutput<W: Write = BufWriter<File>> {
     arena: Vec<u8>,
     arena_base: u64,
     pending: VecDeque<Pending>,
+    /// [`HOLD_NS`] and [`MAX_PENDING`] (smaller in tests).
+    hold_ns: u64,
+    max_pending: usize,
     /// Sequence number of `pending[0]`.
     front_seq: u64,
     index: HashMap<(u64, Link), Slot>,
@@ -420,8 +428,9 @@ pub struct PerfettoOutput<W: Write = BufWriter<File>> {
     pid: Option<u32>,
     process_declared: Option<String>,
     newest_ts: u64,
-    /// Reused packet buffer and text buffer.
+    /// Reused buffers: packet header, event fields written at once, text.
     scratch: Vec<u8>,
+    body: Vec<u8>,
     text: String,
     stats: PerfettoStats,
     finished: bool,
@@ -441,6 +450,8 @@ impl<W: Write> PerfettoOutput<W> {
             arena: Vec::with_capacity(1 << 16),
             arena_base: 0,
             pending: VecDeque::new(),
+            hold_ns: HOLD_NS,
+            max_pending: MAX_PENDING,
             front_seq: 0,
             index: HashMap::new(),
             threads: HashMap::new(),
@@ -448,6 +459,7 @@ impl<W: Write> PerfettoOutput<W> {
             process_declared: None,
             newest_ts: 0,
             scratch: Vec::with_capacity(512),
+            body: Vec::with_capacity(512),
             text: String::new(),
             stats: PerfettoStats::default(),
             finished: false,
@@ -630,12 +642,12 @@ impl<W: Write> PerfettoOutput<W> {
         }
     }
 
-    /// Writes what has waited long enough.
+    /// Writes what has waited longer than the window before the newest event. Called
+    /// before an event is added: the attempts that event ends (or expires) come after it,
+    /// and must still find their links.
     fn write_due(&mut self) -> io::Result<()> {
         while let Some(front) = self.pending.front() {
-            if self.pending.len() <= MAX_PENDING
-                && front.ts.saturating_add(HOLD_NS) >= self.newest_ts
-            {
+            if front.ts.saturating_add(self.hold_ns) >= self.newest_ts {
                 break;
             }
             self.write_front()?;
@@ -643,22 +655,45 @@ impl<W: Write> PerfettoOutput<W> {
         Ok(())
     }
 
+    /// Writes the oldest while more than the bound wait.
+    fn write_excess(&mut self) -> io::Result<()> {
+        while self.pending.len() > self.max_pending {
+            self.write_front()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a `TrackEvent` at once; `encode` writes its fields after the type and track.
+    fn write_now(
+        &mut self,
+        ts: u64,
+        tid: u32,
+        kind: u64,
+        encode: impl FnOnce(&mut Vec<u8>, &mut String),
+    ) -> io::Result<()> {
+        self.declare_thread(tid)?;
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        event_header(&mut body, kind, track_uuid(self.pid.unwrap_or(0), tid));
+        encode(&mut body, &mut self.text);
+        let written = Self::write_event_packet(&mut self.out, &mut self.scratch, ts, &body, &[]);
+        self.body = body;
+        written
+    }
+
     /// Queues a `TrackEvent` whose fields `encode` writes after the type and track.
     fn push(
         &mut self,
         ts: u64,
         tid: u32,
-        kind: u64,
         key: Option<(u64, Link)>,
         encode: impl FnOnce(&mut Vec<u8>, &mut String),
     ) {
-        let pid = self.pid.unwrap_or(0);
         let start = self.arena.len();
-        pb::uint(&mut self.arena, field::EVENT_TYPE, kind);
-        pb::uint(
+        event_header(
             &mut self.arena,
-            field::EVENT_TRACK_UUID,
-            track_uuid(pid, tid),
+            field::TYPE_INSTANT,
+            track_uuid(self.pid.unwrap_or(0), tid),
         );
         encode(&mut self.arena, &mut self.text);
         let seq = self.front_seq + self.pending.len() as u64;
@@ -685,9 +720,9 @@ impl<W: Write> PerfettoOutput<W> {
         });
     }
 
-    fn begin_slice(&mut self, ts: u64, tid: u32, goid: Option<u64>, g_addr: u64) {
+    fn begin_slice(&mut self, ts: u64, tid: u32, goid: Option<u64>, g_addr: u64) -> io::Result<()> {
         self.stats.slices += 1;
-        self.push(ts, tid, field::TYPE_SLICE_BEGIN, None, |buf, text| {
+        self.write_now(ts, tid, field::TYPE_SLICE_BEGIN, |buf, text| {
             text.clear();
             match goid {
                 Some(goid) => write!(text, "g{goid}"),
@@ -699,16 +734,16 @@ impl<W: Write> PerfettoOutput<W> {
                 annotate_uint(buf, "goid", goid);
             }
             annotate_pointer(buf, "g", g_addr);
-        });
+        })
     }
 
-    fn end_slice(&mut self, ts: u64, tid: u32, ended_by: &str) {
-        self.push(ts, tid, field::TYPE_SLICE_END, None, |buf, _| {
+    fn end_slice(&mut self, ts: u64, tid: u32, ended_by: &str) -> io::Result<()> {
+        self.write_now(ts, tid, field::TYPE_SLICE_END, |buf, _| {
             annotate_str(buf, "ended_by", ended_by);
-        });
+        })
     }
 
-    fn on_event(&mut self, view: &EventView<'_>) {
+    fn on_event(&mut self, view: &EventView<'_>) -> io::Result<()> {
         let event = view.event;
         self.pid.get_or_insert(event.tgid);
         self.newest_ts = self.newest_ts.max(event.ts_ns);
@@ -724,27 +759,20 @@ impl<W: Write> PerfettoOutput<W> {
         }
         if event.kind == EventKind::Execute {
             let EventData::Goroutine { goid, g_addr, .. } = event.data else {
-                return;
+                return Ok(());
             };
             let thread = self.threads.entry(event.tid).or_default();
             if thread.running.replace(Running { goid, g_addr }).is_some() {
-                self.end_slice(event.ts_ns, event.tid, kind_name(EventKind::Execute));
+                self.end_slice(event.ts_ns, event.tid, kind_name(EventKind::Execute))?;
             }
-            self.begin_slice(event.ts_ns, event.tid, goid, g_addr);
-            return;
+            return self.begin_slice(event.ts_ns, event.tid, goid, g_addr);
         }
         self.stats.instants += 1;
         let key = Link::of(event.kind).map(|link| (event.ts_ns, link));
-        self.push(
-            event.ts_ns,
-            event.tid,
-            field::TYPE_INSTANT,
-            key,
-            |buf, text| {
-                pb::string(buf, field::EVENT_NAME, kind_name(event.kind));
-                annotate_event(buf, text, view);
-            },
-        );
+        self.push(event.ts_ns, event.tid, key, |buf, text| {
+            pb::string(buf, field::EVENT_NAME, kind_name(event.kind));
+            annotate_event(buf, text, view);
+        });
         if let (
             EventKind::GoschedImpl | EventKind::GopreemptM | EventKind::PreemptPark,
             EventData::Goroutine { goid, g_addr, .. },
@@ -753,9 +781,10 @@ impl<W: Write> PerfettoOutput<W> {
             let thread = self.threads.entry(event.tid).or_default();
             if thread.running.is_some_and(|r| r.is(*goid, *g_addr)) {
                 thread.running = None;
-                self.end_slice(event.ts_ns, event.tid, kind_name(event.kind));
+                self.end_slice(event.ts_ns, event.tid, kind_name(event.kind))?;
             }
         }
+        Ok(())
     }
 
     /// The pending event a stamp refers to, preferring the expected thread.
@@ -855,11 +884,13 @@ impl<W: Write> PerfettoOutput<W> {
             if let Some(thread) = self.threads.get_mut(&tid) {
                 thread.running = None;
             }
-            self.end_slice(end_ts, tid, "trace_end");
+            self.end_slice(end_ts, tid, "trace_end")?;
         }
         while !self.pending.is_empty() {
             self.write_front()?;
         }
+        self.arena = Vec::new();
+        self.index = HashMap::new();
         let name = trailer.binary.rsplit('/').next().unwrap_or(trailer.binary);
         if self.process_declared.as_deref() != Some(name) {
             self.write_process_descriptor(pid, Some(name))?;
@@ -877,32 +908,35 @@ impl<W: Write> PerfettoOutput<W> {
                 thread.declared = Some(name);
             }
         }
-        self.arena.clear();
-        self.arena_base = 0;
         let stats = self.stats;
-        self.push(end_ts, 0, field::TYPE_INSTANT, None, |buf, _| {
+        self.write_now(end_ts, 0, field::TYPE_INSTANT, |buf, _| {
             pb::string(buf, field::EVENT_NAME, "goprobe_summary");
             for (name, value) in trailer.annotations {
                 annotate_uint(buf, name, *value);
             }
             annotate_uint(buf, "perfetto_flows", stats.flows);
             annotate_uint(buf, "perfetto_partial_flows", stats.partial_flows);
-        });
-        self.write_front()?;
+        })?;
         self.write_clock_snapshot(&ClockReading::now())?;
         self.out.flush()?;
         if self.stats.partial_flows > 0 {
-            eprintln!(
-                "goprobe: warning: perfetto: {} preemption attempts lasted longer than the \
-                 {} s window (or {} buffered events) and were written before they ended: \
-                 their flows miss the earliest links",
+            crate::diag!(
+                "goprobe: warning: perfetto: {} preemption attempts were still open after \
+                 {} more events (or {} s): their first links were written before they ended, \
+                 so their flows miss them",
                 self.stats.partial_flows,
-                HOLD_NS / 1_000_000_000,
-                MAX_PENDING
+                self.max_pending,
+                self.hold_ns / 1_000_000_000
             );
         }
         Ok(())
     }
+}
+
+/// The first fields of every `TrackEvent`: its type and track.
+fn event_header(buf: &mut Vec<u8>, kind: u64, track: u64) {
+    pb::uint(buf, field::EVENT_TYPE, kind);
+    pb::uint(buf, field::EVENT_TRACK_UUID, track);
 }
 
 fn annotation(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
@@ -1130,8 +1164,9 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 impl<W: Write> Output for PerfettoOutput<W> {
     fn event(&mut self, view: &EventView<'_>) -> io::Result<()> {
-        self.on_event(view);
-        self.write_due()
+        self.write_due()?;
+        self.on_event(view)?;
+        self.write_excess()
     }
 
     fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()> {
@@ -1857,30 +1892,59 @@ mod tests {
     }
 
     #[test]
-    fn events_older_than_the_window_are_written_and_their_flows_partial() {
+    fn every_attempt_ends_within_the_time_window() {
         let mut run = Run::new();
         run.tick();
         run.request(M4, 18);
-        // Longer than the window before anything else happens to this attempt.
+        // Nothing more for this attempt for longer than the window: the correlator has
+        // expired it by the time its events are written.
         run.ts += HOLD_NS + 1;
-        run.goroutine(EventKind::GoschedImpl, M4, 18, Some(true));
-        assert_eq!(
-            run.out.pending.len(),
-            1,
-            "the tick and the request were written once the window passed"
-        );
-        let (_, _, attempts, stats) = run.finish();
+        run.tick();
+        let (packets, _, attempts, stats) = run.finish();
         assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].outcome.name(), "cooperative");
-        assert_eq!(stats.partial_flows, 1);
-        assert_eq!(stats.flows, 0, "one link left: nothing to join");
+        assert_eq!(attempts[0].outcome, Outcome::Expired);
+        assert_eq!((stats.flows, stats.partial_flows), (1, 0));
+        let linked = track_events(&packets)
+            .iter()
+            .filter(|(_, e)| !e.fixed64s(field::EVENT_FLOW_IDS).is_empty())
+            .count();
+        assert_eq!(linked, 2, "the tick and the request");
+    }
+
+    #[test]
+    fn events_past_the_bounds_are_written_and_their_flows_partial() {
+        for (hold_ns, max_pending) in [(HOLD_NS, 4), (1_000_000, MAX_PENDING)] {
+            let mut run = Run::new();
+            run.out.hold_ns = hold_ns;
+            run.out.max_pending = max_pending;
+            run.tick();
+            run.request(M4, 18);
+            // Four yields elsewhere, 1 ms apart: past either bound before the attempt ends.
+            for _ in 0..4 {
+                run.ts += 1_000_000;
+                run.goroutine(EventKind::GoschedImpl, OTHER, 30, Some(false));
+            }
+            run.goroutine(EventKind::GoschedImpl, M4, 18, Some(true));
+            assert!(
+                run.out.pending.len() <= 4,
+                "the tick and the request were written: {} pending",
+                run.out.pending.len()
+            );
+            let (_, _, attempts, stats) = run.finish();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].outcome.name(), "cooperative");
+            assert_eq!(stats.partial_flows, 1);
+            assert_eq!(stats.flows, 0, "one link left: nothing to join");
+        }
     }
 
     #[test]
     fn pending_events_are_bounded_in_number() {
+        const BOUND: usize = 1000;
         let mut out = PerfettoOutput::new(Vec::new()).unwrap();
+        out.max_pending = BOUND;
         let meaning = Meaning::None;
-        for i in 0..(MAX_PENDING as u64 + 10) {
+        for i in 0..(BOUND as u64 * 3) {
             let event = Event {
                 kind: EventKind::SysmonTick,
                 ts_ns: 1_000 + i,
@@ -1898,11 +1962,8 @@ mod tests {
             };
             out.event(&view).unwrap();
         }
-        assert_eq!(out.pending.len(), MAX_PENDING);
-        assert!(
-            out.arena.len() < 64 * MAX_PENDING,
-            "the arena drops what was written"
-        );
+        assert_eq!(out.pending.len(), BOUND);
+        assert_eq!(out.index.len(), BOUND, "the index forgets what was written");
         out.finish(&Trailer {
             pid: PID,
             binary: "x",
@@ -1914,6 +1975,6 @@ mod tests {
             .iter()
             .filter(|(_, e)| name(e) == "sysmon_tick")
             .count();
-        assert_eq!(ticks, MAX_PENDING + 10);
+        assert_eq!(ticks, BOUND * 3);
     }
 }
