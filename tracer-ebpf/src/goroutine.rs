@@ -121,8 +121,8 @@ fn hook(ctx: &ProbeContext, kind: EventKind, g_addr: u64, pc: u64, flags: u32) -
     let cfg = PROBE_CONFIG.load();
     let mut flags = flags;
     if let (Some(preempt), Some(stop)) = (
-        read_go::<u8>(kind, g_addr, cfg.g_preempt),
-        read_go::<u8>(kind, g_addr, cfg.g_preempt_stop),
+        read_go::<u8, _>(ctx, kind, g_addr, cfg.g_preempt),
+        read_go::<u8, _>(ctx, kind, g_addr, cfg.g_preempt_stop),
     ) {
         flags |= goroutine_flags::G_FLAGS_READ;
         if preempt != 0 {
@@ -135,12 +135,12 @@ fn hook(ctx: &ProbeContext, kind: EventKind, g_addr: u64, pc: u64, flags: u32) -
     let record = GoroutineHook {
         header,
         g_addr,
-        goid: read_goid(kind, g_addr),
+        goid: read_goid(ctx, kind, g_addr),
         pc,
-        g_status: read_go::<u32>(kind, g_addr, cfg.g_atomicstatus).unwrap_or(u32::MAX),
+        g_status: read_go::<u32, _>(ctx, kind, g_addr, cfg.g_atomicstatus).unwrap_or(u32::MAX),
         flags,
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 

@@ -24,6 +24,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
+use aya_log_ebpf::debug;
 use tracer_common::{EventHeader, EventKind, KIND_COUNT, OFFSET_UNKNOWN, ProbeConfig};
 
 /// Default ring buffer size; userspace overrides it with `--ringbuf-size`.
@@ -72,12 +73,17 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
 
 /// Copies `record` into the ring buffer and counts it as submitted or lost.
 #[inline(always)]
-fn submit<T: 'static>(kind: EventKind, record: &T) {
-    let counter = match EVENTS.output::<T>(record, 0) {
-        Ok(()) => &SUBMITTED,
-        Err(_) => &LOST,
-    };
-    bump(counter, kind);
+fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
+    match EVENTS.output::<T>(record, 0) {
+        Ok(()) => bump(&SUBMITTED, kind),
+        Err(_) => {
+            bump(&LOST, kind);
+            debug!(
+                ctx,
+                "ring buffer full: record of event kind {} lost", kind as u32
+            );
+        }
+    }
 }
 
 #[inline(always)]
@@ -89,18 +95,27 @@ fn bump(counter: &PerCpuArray<u64>, kind: EventKind) {
 }
 
 /// Reads a `T` from Go memory at `base + offset`, or `None` if the offset is unknown, the
-/// base is nil, or the read faults (the latter counted in [`READ_ERRORS`]).
+/// base is nil, or the read faults (the latter counted in [`READ_ERRORS`] and, with
+/// `goprobe -vv`, logged: the usual sign of a wrong struct layout).
 #[inline(always)]
-fn read_go<T>(kind: EventKind, base: u64, offset: u32) -> Option<T> {
+fn read_go<T, C: EbpfContext>(ctx: &C, kind: EventKind, base: u64, offset: u32) -> Option<T> {
     if offset == OFFSET_UNKNOWN || base == 0 {
         return None;
     }
-    let addr = base.wrapping_add(offset as u64) as *const T;
+    let addr = base.wrapping_add(offset as u64);
     // SAFETY: bpf_probe_read_user tolerates any address; it fails instead of faulting.
-    match unsafe { bpf_probe_read_user(addr) } {
+    match unsafe { bpf_probe_read_user(addr as *const T) } {
         Ok(value) => Some(value),
         Err(_) => {
             bump(&READ_ERRORS, kind);
+            debug!(
+                ctx,
+                "event kind {}: reading Go memory at {:x} (base {:x} + {}) failed",
+                kind as u32,
+                addr,
+                base,
+                offset
+            );
             None
         }
     }
@@ -108,8 +123,9 @@ fn read_go<T>(kind: EventKind, base: u64, offset: u32) -> Option<T> {
 
 /// `g.goid` of the goroutine at `g_addr`.
 #[inline(always)]
-fn read_goid(kind: EventKind, g_addr: u64) -> u64 {
-    read_go::<u64>(kind, g_addr, PROBE_CONFIG.load().g_goid).unwrap_or(tracer_common::GOID_UNKNOWN)
+fn read_goid<C: EbpfContext>(ctx: &C, kind: EventKind, g_addr: u64) -> u64 {
+    read_go::<u64, C>(ctx, kind, g_addr, PROBE_CONFIG.load().g_goid)
+        .unwrap_or(tracer_common::GOID_UNKNOWN)
 }
 
 #[cfg(not(test))]

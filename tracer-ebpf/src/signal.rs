@@ -54,7 +54,7 @@ fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
         sig,
         _pad: 0,
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -85,7 +85,7 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
             _pad: 0,
         }
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -114,7 +114,7 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Option<()> {
         sig,
         code: unsafe { ctx.read_at::<i32>(DELIVER_CODE) }.unwrap_or(0),
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 

@@ -24,6 +24,7 @@ fn try_go_retake(ctx: &ProbeContext) -> Option<()> {
     // SAFETY: uprobe context is the user pt_regs, readable by the program.
     let regs = unsafe { &*ctx.regs };
     submit(
+        ctx,
         kind,
         &SysmonTick {
             header,
@@ -48,19 +49,19 @@ fn try_go_preemptone(ctx: &ProbeContext) -> Option<()> {
     let regs = unsafe { &*ctx.regs };
     let cfg = PROBE_CONFIG.load();
     let p_addr = regs.rax;
-    let m_addr = read_go::<u64>(kind, p_addr, cfg.p_m).unwrap_or(0);
-    let curg = read_go::<u64>(kind, m_addr, cfg.m_curg).unwrap_or(0);
+    let m_addr = read_go::<u64, _>(ctx, kind, p_addr, cfg.p_m).unwrap_or(0);
+    let curg = read_go::<u64, _>(ctx, kind, m_addr, cfg.m_curg).unwrap_or(0);
     let record = PreemptRequest {
         header,
         p_addr,
         caller_pc: return_address(regs.rsp),
-        schedwhen_ns: read_go::<i64>(kind, p_addr, cfg.p_sysmontick_schedwhen).unwrap_or(0),
-        m_tid: read_go::<u64>(kind, m_addr, cfg.m_procid).unwrap_or(0),
-        goid: read_goid(kind, curg),
-        p_id: read_go::<i32>(kind, p_addr, cfg.p_id).unwrap_or(-1),
-        schedtick: read_go::<u32>(kind, p_addr, cfg.p_schedtick).unwrap_or(0),
+        schedwhen_ns: read_go::<i64, _>(ctx, kind, p_addr, cfg.p_sysmontick_schedwhen).unwrap_or(0),
+        m_tid: read_go::<u64, _>(ctx, kind, m_addr, cfg.m_procid).unwrap_or(0),
+        goid: read_goid(ctx, kind, curg),
+        p_id: read_go::<i32, _>(ctx, kind, p_addr, cfg.p_id).unwrap_or(-1),
+        schedtick: read_go::<u32, _>(ctx, kind, p_addr, cfg.p_schedtick).unwrap_or(0),
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -90,19 +91,19 @@ fn try_signal_m(ctx: &ProbeContext, kind: EventKind, sig: u32) -> Option<()> {
     let regs = unsafe { &*ctx.regs };
     let cfg = PROBE_CONFIG.load();
     let m_addr = regs.rax;
-    let curg = read_go::<u64>(kind, m_addr, cfg.m_curg).unwrap_or(0);
-    let p_addr = read_go::<u64>(kind, m_addr, cfg.m_p).unwrap_or(0);
+    let curg = read_go::<u64, _>(ctx, kind, m_addr, cfg.m_curg).unwrap_or(0);
+    let p_addr = read_go::<u64, _>(ctx, kind, m_addr, cfg.m_p).unwrap_or(0);
     let record = SignalM {
         header,
         m_addr,
         caller_pc: return_address(regs.rsp),
-        m_tid: read_go::<u64>(kind, m_addr, cfg.m_procid).unwrap_or(0),
-        m_id: read_go::<i64>(kind, m_addr, cfg.m_id).unwrap_or(-1),
-        goid: read_goid(kind, curg),
-        p_id: read_go::<i32>(kind, p_addr, cfg.p_id).unwrap_or(-1),
+        m_tid: read_go::<u64, _>(ctx, kind, m_addr, cfg.m_procid).unwrap_or(0),
+        m_id: read_go::<i64, _>(ctx, kind, m_addr, cfg.m_id).unwrap_or(-1),
+        goid: read_goid(ctx, kind, curg),
+        p_id: read_go::<i32, _>(ctx, kind, p_addr, cfg.p_id).unwrap_or(-1),
         sig,
     };
-    submit(kind, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 

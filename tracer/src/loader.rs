@@ -58,15 +58,34 @@ pub struct LoadedTracer {
     ebpf: Ebpf,
 }
 
+/// aya-log's level global in the object (`aya_log_common::Level`: 0 off, 1 error … 5
+/// trace), set before load so disabled log statements cost one load and a branch.
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+
+/// Kernel-side log records (aya-log), printed to stderr with a `goprobe[bpf]` prefix.
+pub type KernelLog = aya_log::EbpfLogger<StderrLog>;
+
 impl LoadedTracer {
-    /// Loads the object with `config` baked in and a ring buffer of `ringbuf_bytes`.
-    pub fn load(config: &ProbeConfig, ringbuf_bytes: u32) -> Result<LoadedTracer, LoadError> {
+    /// Loads the object with `config` baked in, a ring buffer of `ringbuf_bytes`, and
+    /// kernel-side logging at `log_level` (0: off).
+    pub fn load(
+        config: &ProbeConfig,
+        ringbuf_bytes: u32,
+        log_level: u8,
+    ) -> Result<LoadedTracer, LoadError> {
         let ebpf = EbpfLoader::new()
             .override_global(names::PROBE_CONFIG, config, true)
+            .override_global(AYA_LOG_LEVEL, &log_level, true)
             .map_max_entries(names::EVENTS, ringbuf_bytes)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
         Ok(LoadedTracer { ebpf })
+    }
+
+    /// Starts reading the kernel side's log records. The returned value must be kept (and
+    /// flushed when readable): dropping it closes the log map.
+    pub fn kernel_log(&mut self) -> Result<KernelLog, aya_log::Error> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, StderrLog)
     }
 
     /// Keeps events of `tgid` (tracepoints see every process; uprobes are scoped anyway).
@@ -185,6 +204,21 @@ fn per_kind(array: &PerCpuArray<MapData, u64>, map: &'static str) -> Result<PerK
         }
         Ok(counts)
     }
+}
+
+/// A `log::Log` for the kernel side's records: stderr, never panicking.
+pub struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        crate::diag!("goprobe[bpf] {}: {}", record.level(), record.args());
+    }
+
+    fn flush(&self) {}
 }
 
 /// Loads `program` unless it already is (one program may serve several attach points).

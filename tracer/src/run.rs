@@ -126,8 +126,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         crate::diag!("goprobe: mounted tracefs at /sys/kernel/tracing");
     }
 
-    let mut tracer = LoadedTracer::load(&config, cli.ringbuf_kib * 1024)
+    // -v: kernel-side warnings; -vv: debug (failed reads of Go memory, ...).
+    let log_level = match cli.verbose {
+        0 => 0,
+        1 => 2,
+        _ => 4,
+    };
+    let mut tracer = LoadedTracer::load(&config, cli.ringbuf_kib * 1024, log_level)
         .map_err(|err| verifier_detail(err, cli.verbose))?;
+    let kernel_log = if cli.verbose > 0 {
+        let log = tracer
+            .kernel_log()
+            .context("reading the kernel side's log")?;
+        Some(tokio::spawn(drain_kernel_log(log)))
+    } else {
+        None
+    };
     let (target, paused) = match existing {
         Some(target) => (target, None),
         None => {
@@ -227,6 +241,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     reader.await.context("ring buffer reader")??;
+    if let Some(kernel_log) = kernel_log {
+        kernel_log.abort();
+    }
     let duration_ns = monotonic_ns().saturating_sub(pipeline.start_ns);
 
     let run = RunInfo {
@@ -253,6 +270,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         EndReason::Terminate if target.is_child => 143,
         _ => 0,
     })
+}
+
+/// Prints the kernel side's log records as they come (only with -v).
+async fn drain_kernel_log(log: crate::loader::KernelLog) -> io::Result<()> {
+    // SAFETY: the logger owns its map fd for as long as the AsyncFd owns the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    }
+    .map_err(|err| err.into_parts().1)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
 }
 
 /// Everything an event goes through after decoding, in order.

@@ -45,7 +45,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
     /// Generated functions in the big binary (~700 bytes of binary each).
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 140_000)]
     pub big_functions: usize,
 }
 
