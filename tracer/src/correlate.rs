@@ -109,6 +109,26 @@ impl Requester {
     ];
 }
 
+/// What the pipeline knows about an event from symbols, which the correlator does not read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// For requests and `signalM`: the (physical) function that made the call.
+    pub caller: Option<Caller>,
+    /// For a signal delivery or `doSigPreempt`: the interrupted PC is inside
+    /// `runtime.asyncPreempt`, i.e. the call an earlier handler injected is running — so
+    /// that handler did inject it, whatever happens on the thread before `asyncPreempt2`.
+    pub in_async_preempt: bool,
+}
+
+impl Hints {
+    pub fn caller(caller: Caller) -> Hints {
+        Hints {
+            caller: Some(caller),
+            ..Hints::default()
+        }
+    }
+}
+
 /// The function a hooked runtime function returns to, as the pipeline resolved it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -361,6 +381,9 @@ const DECISION_WINDOW_NS: u64 = 5_000_000;
 /// How often expiry runs, in trace time.
 const SWEEP_EVERY_NS: u64 = 50_000_000;
 
+/// Displaced attempts kept per thread; more means events were lost, and the oldest goes.
+const MAX_DECIDING: usize = 4;
+
 /// `_Grunning` in `g.atomicstatus` (stable since Go 1.0).
 const G_RUNNING: u32 = 2;
 
@@ -393,10 +416,10 @@ pub struct Correlator {
     threads: HashMap<u32, ThreadState>,
     /// Open attempts by target thread (at most one SIGURG in flight per M).
     open: HashMap<u32, Attempt>,
-    /// Attempts whose handler ran and whose decision (`asyncPreempt2` next, or not) is
-    /// still to come, displaced from `open` by a newer request for the same thread: the
-    /// next event on that thread decides them.
-    deciding: HashMap<u32, Attempt>,
+    /// Attempts displaced from `open` by a newer request for the same thread whose handler
+    /// already ran: still deciding (`asyncPreempt2` next, or not), or accepted and waiting
+    /// for their reschedule/park. Oldest first, at most [`MAX_DECIDING`] per thread.
+    deciding: HashMap<u32, Vec<Attempt>>,
     /// Open attempts whose target thread is not known (offsets unknown).
     suspends: HashMap<u64, PendingSuspend>,
     last_tick: Option<(u32, u64)>,
@@ -418,11 +441,16 @@ impl Correlator {
 
     /// Closes every open attempt as unfinished (tracing ended).
     pub fn finish(&mut self) {
-        let deciding: Vec<Attempt> = self.deciding.drain().map(|(_, a)| a).collect();
+        let deciding: Vec<Attempt> = self.deciding.drain().flat_map(|(_, a)| a).collect();
         for mut attempt in deciding {
-            let refusal = refusal(&attempt);
-            attempt.refused = Some(refusal);
-            self.close(attempt, Outcome::Refused(refusal));
+            let outcome = if attempt.stamps.preempt.is_some() {
+                Outcome::Unfinished
+            } else {
+                let refusal = attempt.refused.unwrap_or_else(|| refusal(&attempt));
+                attempt.refused = Some(refusal);
+                Outcome::Refused(refusal)
+            };
+            self.close(attempt, outcome);
         }
         let open: Vec<Attempt> = self.open.drain().map(|(_, attempt)| attempt).collect();
         for mut attempt in open {
@@ -443,11 +471,13 @@ impl Correlator {
         });
     }
 
-    /// Feeds one event; `caller` is what its caller PC resolved to (preemption requests
-    /// and `signalM`).
-    pub fn observe(&mut self, event: &Event, caller: Option<Caller>) -> Meaning {
+    /// Feeds one event, with what symbols say about it.
+    pub fn observe(&mut self, event: &Event, hints: Hints) -> Meaning {
+        let caller = hints.caller;
         self.now_ns = self.now_ns.max(event.ts_ns);
-        self.resolve_decision_on_thread(event);
+        if !hints.in_async_preempt {
+            self.resolve_decision_on_thread(event);
+        }
         self.resolve_awaiting_signal(event);
         let meaning = match &event.data {
             EventData::SysmonTick { .. } => {
@@ -482,7 +512,7 @@ impl Correlator {
                 self.on_deliver(event, *user_pc);
                 Meaning::None
             }
-            EventData::Goroutine { .. } => self.on_goroutine(event),
+            EventData::Goroutine { .. } => self.on_goroutine(event, hints),
             EventData::SignalM { .. } => Meaning::None,
         };
         if self.now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS {
@@ -522,10 +552,13 @@ impl Correlator {
         let Some(old) = self.open.insert(target, attempt) else {
             return;
         };
-        if decision_pending(&old) {
-            if let Some(older) = self.deciding.insert(target, old) {
-                let outcome = superseded_outcome(&older);
-                self.close(older, outcome);
+        if decision_pending(&old) || accepted(&old) {
+            let displaced = self.deciding.entry(target).or_default();
+            displaced.push(old);
+            if displaced.len() > MAX_DECIDING {
+                let oldest = displaced.remove(0);
+                let outcome = superseded_outcome(&oldest);
+                self.close(oldest, outcome);
             }
         } else {
             let outcome = superseded_outcome(&old);
@@ -676,7 +709,7 @@ impl Correlator {
         }
     }
 
-    fn on_goroutine(&mut self, event: &Event) -> Meaning {
+    fn on_goroutine(&mut self, event: &Event, hints: Hints) -> Meaning {
         let EventData::Goroutine {
             g_addr,
             goid,
@@ -690,13 +723,20 @@ impl Correlator {
         };
         match event.kind {
             EventKind::DoSigPreempt => {
-                // A second handler with no asyncPreempt2 since: the earlier one refused.
-                self.refuse_deciding(event.tid);
+                // A second handler with no asyncPreempt2 since: the earlier one refused —
+                // unless this signal interrupted the very call the earlier one injected.
+                if !hints.in_async_preempt {
+                    self.refuse_deciding(event.tid);
+                }
                 if let Some(attempt) = self.open.get_mut(&event.tid)
                     && attempt.stamps.handler.is_none()
                 {
                     attempt.stamps.handler = Some(event.ts_ns);
                     attempt.handler_g_status = g_status;
+                    if hints.in_async_preempt {
+                        // Inside the injected call: never an async safe point.
+                        attempt.refused = Some(Refusal::UnsafePoint);
+                    }
                     if pc.is_some() {
                         attempt.interrupted_pc = pc;
                     }
@@ -735,11 +775,17 @@ impl Correlator {
                     resume_pc: pc,
                 });
                 thread.pending_gopreempt_m = None;
-                // The injected call belongs to the last handler on this thread: a displaced
-                // attempt still deciding, else the open one.
-                let attempt = match self.deciding.get_mut(&event.tid) {
+                // The injected call belongs to the attempt whose handler injected it: the
+                // newest one still deciding (a handler that ran inside the injected code
+                // was refused at once), else the open one.
+                let tid = event.tid;
+                let attempt = match self
+                    .deciding
+                    .get_mut(&tid)
+                    .and_then(|list| list.iter_mut().rev().find(|a| decision_pending(a)))
+                {
                     Some(deciding) => Some(deciding),
-                    None => self.open.get_mut(&event.tid),
+                    None => self.open.get_mut(&tid),
                 };
                 if let Some(attempt) = attempt
                     && attempt.stamps.preempt.is_none()
@@ -792,7 +838,7 @@ impl Correlator {
             PreemptPath::StackCheck => Outcome::Cooperative(action),
         };
         if path == PreemptPath::Async
-            && let Some(mut attempt) = self.deciding.remove(&event.tid)
+            && let Some(mut attempt) = self.take_accepted(event.tid)
         {
             attempt.stamps.off = Some(event.ts_ns);
             self.close(attempt, outcome);
@@ -881,13 +927,7 @@ impl Correlator {
         if event.kind == EventKind::AsyncPreempt2 || event.kind == EventKind::DoSigPreempt {
             return;
         }
-        if self
-            .deciding
-            .get(&event.tid)
-            .is_some_and(|a| a.stamps.preempt.is_none())
-        {
-            self.refuse_deciding(event.tid);
-        }
+        self.refuse_deciding(event.tid);
         if let Some(attempt) = self.open.get_mut(&event.tid)
             && attempt.stamps.handler.is_some()
             && attempt.stamps.preempt.is_none()
@@ -897,13 +937,34 @@ impl Correlator {
         }
     }
 
-    /// Closes the displaced attempt deciding on `tid` as refused.
+    /// Closes the displaced attempts still deciding on `tid` as refused; accepted ones
+    /// (their `asyncPreempt2` ran) stay, waiting for their reschedule or park.
     fn refuse_deciding(&mut self, tid: u32) {
-        if let Some(mut attempt) = self.deciding.remove(&tid) {
+        let Some(list) = self.deciding.get_mut(&tid) else {
+            return;
+        };
+        let (keep, refused): (Vec<Attempt>, Vec<Attempt>) =
+            list.drain(..).partition(|a| a.stamps.preempt.is_some());
+        *list = keep;
+        if list.is_empty() {
+            self.deciding.remove(&tid);
+        }
+        for mut attempt in refused {
             let refusal = attempt.refused.unwrap_or_else(|| refusal(&attempt));
             attempt.refused = Some(refusal);
             self.close(attempt, Outcome::Refused(refusal));
         }
+    }
+
+    /// Removes the oldest displaced attempt on `tid` whose `asyncPreempt2` ran.
+    fn take_accepted(&mut self, tid: u32) -> Option<Attempt> {
+        let list = self.deciding.get_mut(&tid)?;
+        let at = list.iter().position(accepted)?;
+        let attempt = list.remove(at);
+        if list.is_empty() {
+            self.deciding.remove(&tid);
+        }
+        Some(attempt)
     }
 
     /// A request whose `signalM` did not come right after it sent no signal; if its
@@ -948,16 +1009,31 @@ impl Correlator {
         let undecided: Vec<u32> = self
             .deciding
             .iter()
-            .filter(|(_, a)| {
-                a.stamps.preempt.is_none()
-                    && a.stamps
-                        .handler
-                        .is_some_and(|h| now.saturating_sub(h) > DECISION_WINDOW_NS)
+            .filter(|(_, list)| {
+                list.iter().any(|a| {
+                    a.stamps.preempt.is_none()
+                        && a.stamps
+                            .handler
+                            .is_some_and(|h| now.saturating_sub(h) > DECISION_WINDOW_NS)
+                })
             })
             .map(|(tid, _)| *tid)
             .collect();
         for tid in undecided {
             self.refuse_deciding(tid);
+        }
+        // Accepted attempts whose reschedule/park never came (lost events).
+        let mut stale = Vec::new();
+        for list in self.deciding.values_mut() {
+            let (old, keep): (Vec<Attempt>, Vec<Attempt>) = list
+                .drain(..)
+                .partition(|a| now.saturating_sub(a.start_ns()) > EXPIRE_AFTER_NS);
+            *list = keep;
+            stale.extend(old);
+        }
+        self.deciding.retain(|_, list| !list.is_empty());
+        for attempt in stale {
+            self.close(attempt, Outcome::Expired);
         }
         let expired: Vec<u32> = self
             .open
@@ -983,7 +1059,7 @@ impl Correlator {
 
     /// Attempts open now (for tests and memory checks).
     pub fn open_attempts(&self) -> usize {
-        self.open.len() + self.deciding.len() + self.suspends.len()
+        self.open.len() + self.deciding.values().map(Vec::len).sum::<usize>() + self.suspends.len()
     }
 }
 
@@ -1005,6 +1081,11 @@ fn refusal(attempt: &Attempt) -> Refusal {
 fn decision_pending(attempt: &Attempt) -> bool {
     let s = &attempt.stamps;
     s.handler.is_some() && s.preempt.is_none() && attempt.refused.is_none()
+}
+
+/// Its `asyncPreempt2` ran: only the reschedule or park is still to come.
+fn accepted(attempt: &Attempt) -> bool {
+    attempt.stamps.preempt.is_some() && attempt.stamps.off.is_none()
 }
 
 /// A SIGURG was sent for this attempt and the handler has not consumed it yet.

@@ -18,7 +18,7 @@ use tracer_common::ProbeConfig;
 
 use crate::{
     cli::{Cli, Format},
-    correlate::{Caller, Correlator, Finding},
+    correlate::{Caller, Correlator, Finding, Hints},
     events::{Event, EventData},
     gobin::{
         GoBinary,
@@ -300,14 +300,24 @@ impl Pipeline {
         match record {
             Record::Event(event) => {
                 let (location, caller) = locations(&mut self.symbolizer, &event);
-                // The physical function: `preemptM` is inlined into its callers, so the
-                // innermost frame at signalM's return address is not who asked.
-                let caller_kind = caller.as_ref().map(|caller| {
-                    Caller::from_function(
-                        caller.inlined_into.as_deref().unwrap_or(&caller.function),
-                    )
-                });
-                let meaning = self.correlator.observe(&event, caller_kind);
+                let hints = Hints {
+                    // The physical function: `preemptM` is inlined into its callers, so
+                    // the innermost frame at signalM's return address is not who asked.
+                    caller: caller.as_ref().map(|caller| {
+                        Caller::from_function(
+                            caller.inlined_into.as_deref().unwrap_or(&caller.function),
+                        )
+                    }),
+                    // A signal interrupting the call an earlier handler injected.
+                    in_async_preempt: matches!(
+                        event.kind,
+                        tracer_common::EventKind::DoSigPreempt
+                            | tracer_common::EventKind::SignalDeliver
+                    ) && location
+                        .as_ref()
+                        .is_some_and(|loc| loc.function == "runtime.asyncPreempt"),
+                };
+                let meaning = self.correlator.observe(&event, hints);
                 self.aggregator.add(&event, &meaning);
                 let view = EventView {
                     event: &event,

@@ -33,6 +33,18 @@ impl Script {
     }
 
     fn feed(&mut self, kind: EventKind, tid: u32, data: EventData, caller: Option<Caller>) {
+        self.feed_hinted(
+            kind,
+            tid,
+            data,
+            Hints {
+                caller,
+                ..Hints::default()
+            },
+        );
+    }
+
+    fn feed_hinted(&mut self, kind: EventKind, tid: u32, data: EventData, hints: Hints) {
         self.ts += 1_000;
         let event = Event {
             kind,
@@ -42,7 +54,7 @@ impl Script {
             cpu: 0,
             data,
         };
-        let meaning = self.c.observe(&event, caller);
+        let meaning = self.c.observe(&event, hints);
         self.meanings.push(meaning);
     }
 
@@ -134,6 +146,40 @@ impl Script {
 
     fn handler(&mut self, target: u32, goid: u64) -> &mut Self {
         self.hook(EventKind::DoSigPreempt, target, goid, 2, None);
+        self
+    }
+
+    /// A delivery that interrupted the injected `asyncPreempt` itself.
+    fn deliver_in_async_preempt(&mut self, target: u32) -> &mut Self {
+        let data = EventData::SignalDeliver {
+            user_pc: 0x46f000,
+            user_sp: 0xc000f00,
+            sig: 23,
+            code: -6,
+        };
+        let hints = Hints {
+            in_async_preempt: true,
+            ..Hints::default()
+        };
+        self.feed_hinted(EventKind::SignalDeliver, target, data, hints);
+        self
+    }
+
+    /// A handler that interrupted the injected `asyncPreempt` itself.
+    fn handler_in_async_preempt(&mut self, target: u32, goid: u64) -> &mut Self {
+        let data = EventData::Goroutine {
+            g_addr: g_addr(goid),
+            goid: Some(goid),
+            pc: Some(0x46f000),
+            g_status: Some(2),
+            preempted: None,
+            preempt_flags: None,
+        };
+        let hints = Hints {
+            in_async_preempt: true,
+            ..Hints::default()
+        };
+        self.feed_hinted(EventKind::DoSigPreempt, target, data, hints);
         self
     }
 
@@ -418,6 +464,44 @@ fn cooperative_then_no_signal_closes_when_the_requester_moves_on() {
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
     assert_eq!(a.stamps.signal, None);
+}
+
+#[test]
+fn second_signal_inside_the_injected_call_does_not_refuse_the_first() {
+    // sysmon's 20 µs start-up ticks: a new request and signal reach the thread while it
+    // still runs the asyncPreempt the first handler injected.
+    let mut s = Script::new();
+    s.request(M1, 18, Caller::Retake)
+        .signal_path(SYSMON, M1, 18, Caller::Preemptone)
+        .request(M1, 18, Caller::Retake)
+        .signal_m(SYSMON, M1, 18, Caller::Preemptone)
+        .tgkill(SYSMON, M1)
+        .generate(SYSMON, M1, SignalResult::Delivered)
+        .deliver_in_async_preempt(M1)
+        .handler_in_async_preempt(M1, 18)
+        .async_preempt(M1, 18)
+        .reschedule(M1, 18);
+    let first = s.only_attempt();
+    assert_eq!(first.outcome, Outcome::Async(PreemptAction::Reschedule));
+    assert_eq!(first.refused, None);
+    // The second handler found the injected code: refused, closed by the next request.
+    s.tick().request(M1, 18, Caller::Retake);
+    let second = s.only_attempt();
+    assert_eq!(second.outcome, Outcome::Refused(Refusal::UnsafePoint));
+    assert_eq!(second.interrupted_pc, Some(0x46f000));
+}
+
+#[test]
+fn signal_after_async_preempt2_does_not_refuse_it() {
+    let mut s = Script::new();
+    s.request(M1, 18, Caller::Retake)
+        .signal_path(SYSMON, M1, 18, Caller::Preemptone)
+        .request(M1, 18, Caller::Retake)
+        .async_preempt(M1, 18)
+        .signal_path(SYSMON, M1, 18, Caller::Preemptone)
+        .reschedule(M1, 18);
+    let first = s.only_attempt();
+    assert_eq!(first.outcome, Outcome::Async(PreemptAction::Reschedule));
 }
 
 #[test]

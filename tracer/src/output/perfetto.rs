@@ -1459,7 +1459,11 @@ mod tests {
                 cpu: 1,
                 data,
             };
-            let meaning = self.correlator.observe(&event, caller);
+            let hints = crate::correlate::Hints {
+                caller,
+                ..Default::default()
+            };
+            let meaning = self.correlator.observe(&event, hints);
             let location = matches!(event.kind, EventKind::AsyncPreempt2).then(|| {
                 Rc::new(Location {
                     function: "main.spin".into(),
