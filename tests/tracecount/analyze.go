@@ -389,7 +389,11 @@ func isAsyncFrame(f Frame) bool {
 //     the next frame is the interrupted user frame.
 //   - yield: goyield_m (sync.Mutex/semaphore handoff) also writes GoPreempt;
 //     its stack starts with runtime.goyield (1.25+) or runtime.semrelease1
-//     (1.21–1.24, goyield skipped).
+//     (1.21–1.24, goyield skipped). From 1.25 a stack starting with
+//     semrelease1 itself is a stack-check preemption in semrelease1's
+//     prologue (seen in gcMarkDone), not a yield. Before 1.25 a stack-check
+//     preemption two calls below semrelease1 would also start there; nothing
+//     in the trace tells them apart.
 //   - stack_check: anything else. 1.25+ starts with the function whose
 //     prologue called morestack; 1.21–1.24 lose that frame and its caller's
 //     (the stack starts at the caller's caller, or is empty).
@@ -405,7 +409,8 @@ func classifyPreemptStack(st []Frame, format int) (string, *Frame) {
 			return "async", nil
 		}
 	}
-	if len(st) > 0 && (st[0].Func == "runtime.goyield" || st[0].Func == "runtime.semrelease1") {
+	if len(st) > 0 && (st[0].Func == "runtime.goyield" ||
+		st[0].Func == "runtime.semrelease1" && format != 0 && format < 25) {
 		return "yield", nil
 	}
 	if len(st) > 0 && st[0].PC != 0 && (format == 0 || format >= 25) {

@@ -122,6 +122,9 @@ func TestClassifyPreemptStack(t *testing.T) {
 		{f("main.tick", "main.spin", "main.main.func1"), 25, "stack_check", "main.tick"},                   // 1.25+: prologue function
 		{f("runtime.semrelease1", "sync.runtime_Semrelease", "sync.(*Mutex).unlockSlow"), 21, "yield", ""}, // goyield, 1.21-1.24
 		{f("runtime.goyield", "runtime.semrelease1", "internal/sync.runtime_Semrelease"), 26, "yield", ""}, // goyield, 1.25+
+		// 1.25+: a stack-check preemption in semrelease1's own prologue (gcMarkDone →
+		// semrelease → semrelease1), seen in gcstress: not a yield (goprobe saw goschedImpl).
+		{f("runtime.semrelease1", "runtime.semrelease", "runtime.gcMarkDone"), 26, "stack_check", "runtime.semrelease1"},
 	}
 	for _, c := range cases {
 		path, where := classifyPreemptStack(c.st, c.format)
