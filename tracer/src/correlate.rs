@@ -309,9 +309,12 @@ pub struct Attempt {
     pub preempted_goid: Option<u64>,
     pub p_id: Option<i32>,
     pub m_id: Option<i64>,
-    /// How long the goroutine had been running when asked: request time minus
+    /// How long the goroutine had been running when last asked: request time minus
     /// `p.sysmontick.schedwhen` (a lower bound; sysmon requests only).
     pub ran_ns: Option<u64>,
+    /// Further requests from the same requester for the same goroutine while this one
+    /// had no answer yet (sysmon every tick, stop-the-world every ~100 µs): one attempt.
+    pub retries: u32,
     pub stamps: Stamps,
     /// Where the thread was when the signal was handled (or delivered).
     pub interrupted_pc: Option<u64>,
@@ -533,6 +536,7 @@ impl Correlator {
             p_id: None,
             m_id: None,
             ran_ns: None,
+            retries: 0,
             stamps: Stamps::default(),
             interrupted_pc: None,
             handler_g_status: None,
@@ -601,6 +605,24 @@ impl Correlator {
             None => self.close(attempt, Outcome::NoSignal),
             Some(target) if target == event.tid || goid.is_none_or(|goid| goid == 0) => {
                 self.close(attempt, Outcome::NoTarget);
+            }
+            // The same requester asking again for the same goroutine, unanswered so far:
+            // a retry of the open attempt. The first request's time is kept (the delay
+            // the user cares about runs from it), the latest running time too.
+            Some(target)
+                if self.open.get(&target).is_some_and(|open| {
+                    open.requester == requester
+                        && open.goid == goid
+                        && open.served.is_none()
+                        && (signal_in_flight(open) || no_signal_yet(open))
+                }) =>
+            {
+                if let Some(open) = self.open.get_mut(&target) {
+                    open.retries += 1;
+                    open.ran_ns = attempt.ran_ns.or(open.ran_ns);
+                }
+                self.next_id -= 1;
+                self.thread(event.tid).awaiting_signal = Some(target);
             }
             // A SIGURG is already on its way to that M: the runtime sends no second one
             // (`m.signalPending`), the one in flight serves this request too.
@@ -1086,6 +1108,12 @@ fn decision_pending(attempt: &Attempt) -> bool {
 /// Its `asyncPreempt2` ran: only the reschedule or park is still to come.
 fn accepted(attempt: &Attempt) -> bool {
     attempt.stamps.preempt.is_some() && attempt.stamps.off.is_none()
+}
+
+/// Nothing has happened since the request: no signal sent, no handler.
+fn no_signal_yet(attempt: &Attempt) -> bool {
+    let s = &attempt.stamps;
+    s.signal.is_none() && s.tgkill.is_none() && s.deliver.is_none() && s.handler.is_none()
 }
 
 /// A SIGURG was sent for this attempt and the handler has not consumed it yet.

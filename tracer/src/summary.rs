@@ -51,7 +51,7 @@ pub struct GoroutineStats {
     pub async_preemptions: u64,
     pub cooperative_preemptions: u64,
     pub parks: u64,
-    /// Preemption requests naming this goroutine.
+    /// Preemption requests naming this goroutine, retries included.
     pub requests: u64,
     /// Requests whose signal the handler refused.
     pub refused: u64,
@@ -149,7 +149,7 @@ impl Aggregator {
         }
         if let Some(goid) = a.goid {
             let g = self.goroutines.entry(goid).or_default();
-            g.requests += 1;
+            g.requests += 1 + u64::from(a.retries);
             if matches!(a.outcome, Outcome::Refused(_)) {
                 g.refused += 1;
             }

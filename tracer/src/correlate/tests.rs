@@ -346,7 +346,8 @@ fn request_without_signal_served_at_a_prologue() {
 fn request_without_signal_superseded_is_no_signal() {
     let mut s = Script::new();
     s.tick().request(M1, 18, Caller::Retake).tick();
-    s.at(10_000_000).request(M1, 18, Caller::Retake);
+    // Another goroutine runs on that M now: a new attempt.
+    s.at(10_000_000).request(M1, 19, Caller::Retake);
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::NoSignal);
     assert_eq!(
@@ -358,6 +359,7 @@ fn request_without_signal_superseded_is_no_signal() {
 
 #[test]
 fn request_while_a_signal_is_in_flight_is_coalesced_by_the_runtime() {
+    // Stop-the-world asks while sysmon's signal is on its way: coalesced.
     let mut s = Script::new();
     s.request(M1, 18, Caller::Retake)
         .signal_m(SYSMON, M1, 18, Caller::Preemptone)
@@ -365,7 +367,7 @@ fn request_while_a_signal_is_in_flight_is_coalesced_by_the_runtime() {
         .generate(SYSMON, M1, SignalResult::Delivered);
     s.at(10_000_000)
         .tick()
-        .request(M1, 18, Caller::Retake)
+        .request(M1, 18, Caller::Preemptall)
         .tick();
     let coalesced = s.only_attempt();
     assert_eq!(coalesced.outcome, Outcome::Coalesced);
@@ -502,6 +504,46 @@ fn signal_after_async_preempt2_does_not_refuse_it() {
         .reschedule(M1, 18);
     let first = s.only_attempt();
     assert_eq!(first.outcome, Outcome::Async(PreemptAction::Reschedule));
+}
+
+#[test]
+fn repeated_requests_for_the_same_goroutine_are_retries_of_one_attempt() {
+    // asyncpreemptoff=1: sysmon asks every tick, nothing answers; finally the goroutine
+    // stops at a prologue two seconds after the first request.
+    let mut s = Script::new();
+    s.tick().request(M1, 18, Caller::Retake).tick();
+    for _ in 0..199 {
+        s.at(10_000_000).request(M1, 18, Caller::Retake).tick();
+    }
+    assert!(s.attempts().is_empty());
+    s.reschedule(M1, 18);
+    let a = s.only_attempt();
+    assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
+    assert_eq!(a.retries, 199);
+    assert!(a.hop(Hop::RequestToOff).unwrap() > 1_990_000_000, "{a:?}");
+    assert_eq!(
+        a.ran_ns,
+        Some(12_000_000),
+        "the latest request's running time"
+    );
+}
+
+#[test]
+fn retries_while_the_signal_is_in_flight_join_the_attempt() {
+    let mut s = Script::new();
+    s.request(M1, 18, Caller::Preemptall)
+        .signal_m(SYSMON, M1, 18, Caller::Preemptone)
+        .tgkill(SYSMON, M1)
+        .request(M1, 18, Caller::Preemptall)
+        .request(M1, 18, Caller::Preemptall)
+        .generate(SYSMON, M1, SignalResult::Delivered)
+        .deliver(M1)
+        .handler(M1, 18)
+        .async_preempt(M1, 18)
+        .reschedule(M1, 18);
+    let a = s.only_attempt();
+    assert_eq!(a.outcome, Outcome::Async(PreemptAction::Reschedule));
+    assert_eq!(a.retries, 2);
 }
 
 #[test]

@@ -397,6 +397,7 @@ pub fn attempt_object(view: &AttemptView<'_>) -> Value {
         "p_id": a.p_id,
         "m_id": a.m_id,
         "ran_ns": a.ran_ns,
+        "retries": a.retries,
         "outcome": a.outcome.name(),
         "action": action,
         "refusal": refusal,

@@ -157,6 +157,9 @@ pub fn attempt_line(view: &AttemptView<'_>) -> String {
     if let Some(ran) = a.ran_ns {
         line += &format!(" ran ≥{}", human_ns(ran));
     }
+    if a.retries > 0 {
+        line += &format!(" asked {}×", a.retries + 1);
+    }
     if let Some(loc) = &view.location {
         line += &format!(" at {loc}");
     }
@@ -495,6 +498,7 @@ mod tests {
             p_id: Some(0),
             m_id: Some(4),
             ran_ns: Some(10_100_000),
+            retries: 0,
             stamps: Stamps {
                 tick: Some(1_000),
                 request: Some(13_000),
