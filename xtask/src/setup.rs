@@ -66,7 +66,13 @@ fn perfetto_protos() -> anyhow::Result<()> {
     }
     util::run(
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(["--root-user-action=ignore", "--upgrade", "--target"])
             .arg(&dir)
             .arg(PERFETTO_PYPI),
