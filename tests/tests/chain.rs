@@ -229,6 +229,9 @@ fn coop_with_asyncpreemptoff_is_preempted_at_function_prologues() {
             .filter(|e| e["path"] == "stack_check")
             .count() as u64;
         assert_eq!(stack_check, cooperative, "{release}");
+        // Where: the prologue of the function called in the loop (seed Task 5).
+        let top = &traced.summary["top_cooperative_locations"][0]["location"];
+        assert_eq!(top["function"], "main.tick", "{release}: {top}");
     }
 }
 

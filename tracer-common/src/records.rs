@@ -233,7 +233,9 @@ pub struct GoroutineHook {
     /// `g.goid` ([`GOID_UNKNOWN`] if not read).
     pub goid: u64,
     /// `doSigPreempt`: the interrupted PC from the signal context. `asyncPreempt2`: the PC
-    /// the goroutine resumes at (return address of `asyncPreempt`). Else 0.
+    /// the goroutine resumes at (return address of `asyncPreempt`). `goschedImpl`,
+    /// `gopreempt_m`, `preemptPark`: `g.sched.pc`, which `morestack` set to the failing
+    /// function's prologue on the stack-check path. Else 0.
     pub pc: u64,
     /// `g.atomicstatus` (`_Grunning` = 2, ...; u32::MAX if unread).
     pub g_status: u32,
@@ -259,9 +261,10 @@ pub struct ProbeConfig {
     pub p_schedtick: u32,
     /// Offset of `p.sysmontick.schedwhen` from the start of `p`.
     pub p_sysmontick_schedwhen: u32,
+    /// Offset of `g.sched.pc`.
+    pub g_sched_pc: u32,
     /// 1 if `goschedImpl` takes `preempted bool` in RBX (Go 1.22+).
     pub gosched_has_preempted_arg: u32,
-    pub _pad: u32,
 }
 
 impl ProbeConfig {
@@ -279,8 +282,8 @@ impl ProbeConfig {
         p_m: OFFSET_UNKNOWN,
         p_schedtick: OFFSET_UNKNOWN,
         p_sysmontick_schedwhen: OFFSET_UNKNOWN,
+        g_sched_pc: OFFSET_UNKNOWN,
         gosched_has_preempted_arg: 0,
-        _pad: 0,
     };
 }
 

@@ -71,7 +71,9 @@ pub fn go_gosched_impl(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    let _ = hook(&ctx, EventKind::GoschedImpl, regs.rax, 0, flags);
+    let g_addr = regs.rax;
+    let pc = sched_pc(&ctx, EventKind::GoschedImpl, g_addr);
+    let _ = hook(&ctx, EventKind::GoschedImpl, g_addr, pc, flags);
     0
 }
 
@@ -81,7 +83,8 @@ pub fn go_gosched_impl(ctx: ProbeContext) -> u32 {
 pub fn go_gopreempt_m(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g_addr = unsafe { (*ctx.regs).rax };
-    let _ = hook(&ctx, EventKind::GopreemptM, g_addr, 0, 0);
+    let pc = sched_pc(&ctx, EventKind::GopreemptM, g_addr);
+    let _ = hook(&ctx, EventKind::GopreemptM, g_addr, pc, 0);
     0
 }
 
@@ -90,8 +93,16 @@ pub fn go_gopreempt_m(ctx: ProbeContext) -> u32 {
 pub fn go_preempt_park(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g_addr = unsafe { (*ctx.regs).rax };
-    let _ = hook(&ctx, EventKind::PreemptPark, g_addr, 0, 0);
+    let pc = sched_pc(&ctx, EventKind::PreemptPark, g_addr);
+    let _ = hook(&ctx, EventKind::PreemptPark, g_addr, pc, 0);
     0
+}
+
+/// `g.sched.pc`: where the goroutine will resume. On the stack-check path `morestack`
+/// saved it inside the prologue whose check failed — the cooperative preemption point.
+#[inline(always)]
+fn sched_pc(ctx: &ProbeContext, kind: EventKind, g_addr: u64) -> u64 {
+    read_go::<u64, _>(ctx, kind, g_addr, PROBE_CONFIG.load().g_sched_pc).unwrap_or(0)
 }
 
 /// `runtime.suspendG(gp *g)`: `gp` in RAX. The GC wants `gp` stopped to scan its stack;

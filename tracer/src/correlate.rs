@@ -64,8 +64,9 @@ pub struct Preemption {
     pub goid: Option<u64>,
     pub path: PreemptPath,
     pub action: PreemptAction,
-    /// Where the goroutine was interrupted (async path only).
-    pub resume_pc: Option<u64>,
+    /// Where the goroutine stopped: the interrupted PC (async path), or the prologue whose
+    /// stack check failed (`g.sched.pc`, stack-check path).
+    pub pc: Option<u64>,
 }
 
 /// What one event meant, beyond itself.
@@ -818,13 +819,13 @@ impl Correlator {
                 }
                 Meaning::None
             }
-            EventKind::PreemptPark => self.preempted(event, g_addr, goid, PreemptAction::Park),
+            EventKind::PreemptPark => self.preempted(event, g_addr, goid, pc, PreemptAction::Park),
             EventKind::GopreemptM => {
                 self.thread(event.tid).pending_gopreempt_m = Some(g_addr);
-                self.preempted(event, g_addr, goid, PreemptAction::Reschedule)
+                self.preempted(event, g_addr, goid, pc, PreemptAction::Reschedule)
             }
             EventKind::GoschedImpl => match preempted {
-                Some(true) => self.preempted(event, g_addr, goid, PreemptAction::Reschedule),
+                Some(true) => self.preempted(event, g_addr, goid, pc, PreemptAction::Reschedule),
                 Some(false) => Meaning::VoluntaryYield,
                 // Go 1.21: no flag; `gopreempt_m` just before on this thread means this is
                 // its call, already counted.
@@ -843,6 +844,7 @@ impl Correlator {
         event: &Event,
         g_addr: u64,
         goid: Option<u64>,
+        sched_pc: Option<u64>,
         action: PreemptAction,
     ) -> Meaning {
         let pending = self
@@ -859,19 +861,24 @@ impl Correlator {
             PreemptPath::Async => Outcome::Async(action),
             PreemptPath::StackCheck => Outcome::Cooperative(action),
         };
+        let stop_pc = match path {
+            PreemptPath::Async => pending.and_then(|pending| pending.resume_pc),
+            PreemptPath::StackCheck => sched_pc,
+        };
+        let meaning = Meaning::Preemption(Preemption {
+            ts_ns: event.ts_ns,
+            tid: event.tid,
+            goid,
+            path,
+            action,
+            pc: stop_pc,
+        });
         if path == PreemptPath::Async
             && let Some(mut attempt) = self.take_accepted(event.tid)
         {
             attempt.stamps.off = Some(event.ts_ns);
             self.close(attempt, outcome);
-            return Meaning::Preemption(Preemption {
-                ts_ns: event.ts_ns,
-                tid: event.tid,
-                goid,
-                path,
-                action,
-                resume_pc: pending.and_then(|pending| pending.resume_pc),
-            });
+            return meaning;
         }
         // The attempt this ends: on this thread (async, or a request for the goroutine
         // running here), else any attempt for this goroutine, else a GC suspend waiting
@@ -906,6 +913,7 @@ impl Correlator {
         if served_in_flight && let Some(attempt) = key.and_then(|key| self.open.get_mut(&key)) {
             attempt.stamps.off = Some(event.ts_ns);
             attempt.preempted_goid = goid.or(attempt.preempted_goid);
+            attempt.interrupted_pc = stop_pc.or(attempt.interrupted_pc);
             attempt.served = Some(outcome);
             if let Some(goid) = goid {
                 self.suspends.remove(&goid);
@@ -913,6 +921,9 @@ impl Correlator {
         } else if let Some(mut attempt) = key.and_then(|key| self.open.remove(&key)) {
             attempt.stamps.off = Some(event.ts_ns);
             attempt.preempted_goid = goid.or(attempt.preempted_goid);
+            if path == PreemptPath::StackCheck {
+                attempt.interrupted_pc = stop_pc.or(attempt.interrupted_pc);
+            }
             self.close(attempt, outcome);
             if let Some(goid) = goid {
                 self.suspends.remove(&goid);
@@ -924,16 +935,10 @@ impl Correlator {
             attempt.target_tid = Some(event.tid);
             attempt.stamps.off = Some(event.ts_ns);
             attempt.preempted_goid = Some(goid);
+            attempt.interrupted_pc = stop_pc;
             self.close(attempt, outcome);
         }
-        Meaning::Preemption(Preemption {
-            ts_ns: event.ts_ns,
-            tid: event.tid,
-            goid,
-            path,
-            action,
-            resume_pc: pending.and_then(|pending| pending.resume_pc),
-        })
+        meaning
     }
 
     fn gc_attempt(&mut self, goid: u64, suspend: PendingSuspend) -> Attempt {

@@ -466,6 +466,7 @@ fn probe_config(
         config.p_m = o.p_m;
         config.p_schedtick = o.p_schedtick;
         config.p_sysmontick_schedwhen = o.p_sysmontick_schedwhen;
+        config.g_sched_pc = o.g_sched_pc;
     }
     Ok((config, source))
 }

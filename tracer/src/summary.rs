@@ -86,6 +86,7 @@ pub struct Aggregator {
     gc_delays: Distribution,
     stw_delays: Distribution,
     async_locations: HashMap<u64, u64>,
+    cooperative_locations: HashMap<u64, u64>,
     refused_locations: HashMap<u64, u64>,
     goroutines: HashMap<u64, GoroutineStats>,
 }
@@ -102,8 +103,12 @@ impl Aggregator {
         match meaning {
             Meaning::Preemption(p) => {
                 self.preemptions.add(p.path, p.action);
-                if let Some(pc) = p.resume_pc {
-                    *self.async_locations.entry(pc).or_default() += 1;
+                if let Some(pc) = p.pc {
+                    let locations = match p.path {
+                        PreemptPath::Async => &mut self.async_locations,
+                        PreemptPath::StackCheck => &mut self.cooperative_locations,
+                    };
+                    *locations.entry(pc).or_default() += 1;
                 }
                 if let Some(goid) = p.goid {
                     let g = self.goroutines.entry(goid).or_default();
@@ -212,6 +217,7 @@ impl Aggregator {
             rows
         };
         let async_locations = top(self.async_locations);
+        let cooperative_locations = top(self.cooperative_locations);
         let refused_locations = top(self.refused_locations);
         let mut goroutines: Vec<(u64, GoroutineStats)> = self.goroutines.into_iter().collect();
         goroutines.sort_by(|a, b| {
@@ -251,6 +257,7 @@ impl Aggregator {
             gc_delays: self.gc_delays,
             stw_delays: self.stw_delays,
             async_locations,
+            cooperative_locations,
             refused_locations,
             goroutines,
             goroutine_count,
@@ -308,6 +315,8 @@ pub struct Summary {
     /// Request → off CPU for stop-the-world (`preemptall`) requests.
     pub stw_delays: Distribution,
     pub async_locations: Vec<LocationCount>,
+    /// Functions whose prologue stack check preempted the goroutine.
+    pub cooperative_locations: Vec<LocationCount>,
     pub refused_locations: Vec<LocationCount>,
     /// The most requested or preempted goroutines, most first.
     pub goroutines: Vec<(u64, GoroutineStats)>,

@@ -261,7 +261,7 @@ fn sysmon_async_chain_has_every_stamp_and_hop() {
             goid: Some(18),
             path: PreemptPath::Async,
             action: PreemptAction::Reschedule,
-            resume_pc: Some(0x4a1000),
+            pc: Some(0x4a1000),
         }))
     );
     assert_eq!(s.c.open_attempts(), 0);

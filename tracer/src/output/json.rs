@@ -492,6 +492,7 @@ pub fn summary_object(s: &Summary) -> Value {
         "gc_delay": distribution(&s.gc_delays),
         "stw_delay": distribution(&s.stw_delays),
         "top_async_locations": locations(&s.async_locations),
+        "top_cooperative_locations": locations(&s.cooperative_locations),
         "top_refused_locations": locations(&s.refused_locations),
         "goroutine_count": s.goroutine_count,
         "goroutines": s.goroutines.iter().map(|(goid, g)| json!({
@@ -570,7 +571,7 @@ mod tests {
             goid: Some(18),
             path: PreemptPath::Async,
             action: PreemptAction::Park,
-            resume_pc: None,
+            pc: None,
         });
         vec![
             (

@@ -337,6 +337,14 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         location_rows(out, &s.async_locations)?;
         writeln!(out)?;
     }
+    if !s.cooperative_locations.is_empty() {
+        writeln!(
+            out,
+            "top locations of cooperative preemption (the prologue whose stack check failed)"
+        )?;
+        location_rows(out, &s.cooperative_locations)?;
+        writeln!(out)?;
+    }
     if !s.refused_locations.is_empty() {
         writeln!(out, "top locations where a SIGURG was refused")?;
         location_rows(out, &s.refused_locations)?;
