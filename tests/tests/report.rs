@@ -22,7 +22,7 @@ fn worker_goids(traced: &Traced) -> Vec<u64> {
         .collect()
 }
 
-fn goroutine<'a>(summary: &'a Value, goid: u64) -> Option<&'a Value> {
+fn goroutine(summary: &Value, goid: u64) -> Option<&Value> {
     summary["goroutines"]
         .as_array()
         .expect("goroutines")
