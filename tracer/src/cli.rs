@@ -75,6 +75,12 @@ pub struct Cli {
     #[arg(long, hide_short_help = true)]
     pub entry_probes: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics while tracing (e.g.
+    /// 127.0.0.1:9464): preemptions, attempts by requester and outcome, per-hop latency
+    /// histograms, sysmon cadence, lost events. Refreshed every second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Show which link of the preemption chain each probe observes and where it would be
     /// attached, then exit without attaching anything.
     #[arg(long)]

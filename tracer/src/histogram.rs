@@ -82,6 +82,24 @@ impl Distribution {
         self.count
     }
 
+    /// Sum of all values.
+    pub fn sum(&self) -> u128 {
+        self.sum
+    }
+
+    /// Cumulative counts at log2 bucket upper bounds: `(highest value in the bucket,
+    /// values ≤ it)`, for every bucket up to the last non-empty one.
+    pub fn cumulative(&self) -> Vec<(u64, u64)> {
+        let last = self.buckets.iter().rposition(|n| *n > 0).unwrap_or(0);
+        let mut seen = 0;
+        (0..=last)
+            .map(|i| {
+                seen += self.buckets[i];
+                (bucket_high(i), seen)
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -168,6 +168,21 @@ impl LoadedTracer {
         })
     }
 
+    /// The kernel side's per-kind counters so far, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, LoadError> {
+        let read = |map: &'static str| {
+            let data = self.ebpf.map(map).ok_or(LoadError::MissingMap { map })?;
+            let array = PerCpuArray::<_, u64>::try_from(data)
+                .map_err(|source| LoadError::Map { map, source })?;
+            per_kind_of(&array, map)
+        };
+        Ok(KernelCounters {
+            submitted: read(names::SUBMITTED)?,
+            lost: read(names::LOST)?,
+            read_errors: read(names::READ_ERRORS)?,
+        })
+    }
+
     /// Detaches every probe and unloads the programs, then returns the kernel side's
     /// final per-kind counters. Records counted as submitted are in the ring buffer.
     pub fn detach(mut self) -> Result<KernelCounters, LoadError> {
@@ -186,24 +201,26 @@ impl LoadedTracer {
         );
         drop(self.ebpf);
         Ok(KernelCounters {
-            submitted: per_kind(&submitted, names::SUBMITTED)?,
-            lost: per_kind(&lost, names::LOST)?,
-            read_errors: per_kind(&read_errors, names::READ_ERRORS)?,
+            submitted: per_kind_of(&submitted, names::SUBMITTED)?,
+            lost: per_kind_of(&lost, names::LOST)?,
+            read_errors: per_kind_of(&read_errors, names::READ_ERRORS)?,
         })
     }
 }
 
-fn per_kind(array: &PerCpuArray<MapData, u64>, map: &'static str) -> Result<PerKind, LoadError> {
-    {
-        let mut counts = PerKind::default();
-        for kind in EventKind::ALL {
-            let values = array
-                .get(&(kind as u32), 0)
-                .map_err(|source| LoadError::Map { map, source })?;
-            counts.0[kind as usize] = values.iter().sum();
-        }
-        Ok(counts)
+/// Sums a per-CPU per-kind counter array.
+fn per_kind_of<T: std::borrow::Borrow<MapData>>(
+    array: &PerCpuArray<T, u64>,
+    map: &'static str,
+) -> Result<PerKind, LoadError> {
+    let mut counts = PerKind::default();
+    for kind in EventKind::ALL {
+        let values = array
+            .get(&(kind as u32), 0)
+            .map_err(|source| LoadError::Map { map, source })?;
+        counts.0[kind as usize] = values.iter().sum();
     }
+    Ok(counts)
 }
 
 /// A `log::Log` for the kernel side's records: stderr, never panicking.

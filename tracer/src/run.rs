@@ -29,6 +29,7 @@ use crate::{
         AttemptView, EventView, Output,
         json::JsonOutput,
         perfetto::PerfettoOutput,
+        prometheus,
         text::{Live, TextOutput},
     },
     preflight,
@@ -203,6 +204,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         outputs: open_outputs(&cli)?,
         start_ns,
     };
+    // --metrics: a snapshot rendered once a second, served by its own task.
+    let metrics = match cli.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+            let snapshot = prometheus::Snapshot::default();
+            let server = tokio::spawn(prometheus::serve(listener, Arc::clone(&snapshot)));
+            diag!("goprobe: serving Prometheus metrics at http://{addr}/metrics");
+            Some((snapshot, server))
+        }
+        None => None,
+    };
+    let binary_text = binary_path.display().to_string();
+    let target_info = prometheus::TargetInfo {
+        pid: target.pid.get(),
+        binary: &binary_text,
+        go_version: &version.raw,
+    };
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
@@ -224,6 +245,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             status = exit_watch.exited() => break EndReason::TargetExited(status?),
             _ = &mut sleep => break EndReason::Duration,
+            _ = refresh.tick(), if metrics.is_some() => {
+                if let Some((snapshot, _)) = &metrics {
+                    let kernel = tracer.counters()?;
+                    let text = prometheus::render(&pipeline.aggregator, &kernel, &target_info);
+                    if let Ok(mut latest) = snapshot.lock() {
+                        *latest = text;
+                    }
+                }
+            }
             _ = sigint.recv() => break EndReason::Interrupt,
             _ = sigterm.recv() => break EndReason::Terminate,
         }
@@ -243,6 +273,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     reader.await.context("ring buffer reader")??;
     if let Some(kernel_log) = kernel_log {
         kernel_log.abort();
+    }
+    if let Some((_, server)) = metrics {
+        server.abort();
     }
     let duration_ns = monotonic_ns().saturating_sub(pipeline.start_ns);
 

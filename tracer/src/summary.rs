@@ -73,22 +73,22 @@ impl GoroutineStats {
 
 #[derive(Default)]
 pub struct Aggregator {
-    received: PerKind,
-    per_thread: BTreeMap<u32, PerKind>,
-    preemptions: PreemptionCounts,
-    voluntary_yields: u64,
-    malformed: u64,
-    outcomes: BTreeMap<(Requester, Outcome), u64>,
-    refusals: BTreeMap<Refusal, u64>,
-    hops: BTreeMap<Hop, Distribution>,
-    ran_before_request: Distribution,
-    tick_intervals: Distribution,
-    gc_delays: Distribution,
-    stw_delays: Distribution,
-    async_locations: HashMap<u64, u64>,
-    cooperative_locations: HashMap<u64, u64>,
-    refused_locations: HashMap<u64, u64>,
-    goroutines: HashMap<u64, GoroutineStats>,
+    pub(crate) received: PerKind,
+    pub(crate) per_thread: BTreeMap<u32, PerKind>,
+    pub(crate) preemptions: PreemptionCounts,
+    pub(crate) voluntary_yields: u64,
+    pub(crate) malformed: u64,
+    pub(crate) outcomes: BTreeMap<(Requester, Outcome), u64>,
+    pub(crate) refusals: BTreeMap<Refusal, u64>,
+    pub(crate) hops: BTreeMap<Hop, Distribution>,
+    pub(crate) ran_before_request: Distribution,
+    pub(crate) tick_intervals: Distribution,
+    pub(crate) gc_delays: Distribution,
+    pub(crate) stw_delays: Distribution,
+    pub(crate) async_locations: HashMap<u64, u64>,
+    pub(crate) cooperative_locations: HashMap<u64, u64>,
+    pub(crate) refused_locations: HashMap<u64, u64>,
+    pub(crate) goroutines: HashMap<u64, GoroutineStats>,
 }
 
 impl Aggregator {

@@ -46,9 +46,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<Setup> {
     Ok(Setup { go })
 }
 
-/// PyPI's `perfetto` package: the official Perfetto protos, with which the tests decode
-/// goprobe's `--perfetto` files independently. Project-local, like the Go toolchains.
-const PERFETTO_PYPI: &str = "perfetto==0.59.1";
+/// Independent decoders the tests check goprobe's outputs with, from PyPI, project-local
+/// like the Go toolchains: the official Perfetto protos (for `--perfetto` files) and the
+/// Prometheus client's exposition parser (for `--metrics`).
+const PYTHON_PACKAGES: [&str; 2] = ["perfetto==0.59.1", "prometheus-client==0.26.0"];
 
 fn perfetto_protos() -> anyhow::Result<()> {
     let dir = util::workspace_root().join(".goprobe/python");
@@ -56,12 +57,12 @@ fn perfetto_protos() -> anyhow::Result<()> {
         .args([
             "-c",
             "import google.protobuf.unknown_fields, \
-             perfetto.protos.perfetto.trace.perfetto_trace_pb2",
+             perfetto.protos.perfetto.trace.perfetto_trace_pb2, prometheus_client.parser",
         ])
         .env("PYTHONPATH", &dir)
         .output();
     if probe.is_ok_and(|out| out.status.success()) {
-        eprintln!("xtask: python {PERFETTO_PYPI}: present");
+        eprintln!("xtask: python {}: present", PYTHON_PACKAGES.join(", "));
         return Ok(());
     }
     util::run(
@@ -75,9 +76,9 @@ fn perfetto_protos() -> anyhow::Result<()> {
             ])
             .args(["--root-user-action=ignore", "--upgrade", "--target"])
             .arg(&dir)
-            .arg(PERFETTO_PYPI),
+            .args(PYTHON_PACKAGES),
     )
-    .context("installing the Perfetto protos (python3 with pip is needed)")
+    .context("installing the Perfetto protos and Prometheus parser (python3 with pip is needed)")
 }
 
 fn nightly_with_rust_src() -> anyhow::Result<()> {

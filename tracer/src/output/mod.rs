@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod perfetto;
+pub mod prometheus;
 pub mod text;
 
 use std::{io, rc::Rc};

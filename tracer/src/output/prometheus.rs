@@ -1,0 +1,309 @@
+//! Prometheus metrics (`--metrics ADDR`): the live aggregates in the text exposition
+//! format, served at `/metrics`. The pipeline renders a snapshot once a second; the server
+//! only hands out the latest one, so the event path takes no lock.
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tracer_common::EventKind;
+
+use crate::{
+    correlate::{Hop, PreemptAction, PreemptPath},
+    events::kind_name,
+    histogram::Distribution,
+    loader::KernelCounters,
+    summary::Aggregator,
+};
+
+/// The latest rendered exposition.
+pub type Snapshot = Arc<Mutex<String>>;
+
+/// Identity of the traced process, exported as `goprobe_target_info`.
+pub struct TargetInfo<'a> {
+    pub pid: u32,
+    pub binary: &'a str,
+    pub go_version: &'a str,
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A nanosecond distribution as a Prometheus histogram in seconds, on its log2 buckets.
+fn histogram(out: &mut String, name: &str, labels: &str, d: &Distribution) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (high_ns, count) in d.cumulative() {
+        let le = (high_ns as f64 + 1.0) / 1e9;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le:e}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        d.count()
+    );
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", d.sum() as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{braces} {}", d.count());
+}
+
+/// Renders every metric from the live aggregates and the kernel's counters.
+pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>) -> String {
+    let mut out = String::with_capacity(8192);
+    header(
+        &mut out,
+        "goprobe_target_info",
+        "gauge",
+        "The traced process.",
+    );
+    let _ = writeln!(
+        out,
+        "goprobe_target_info{{pid=\"{}\",binary=\"{}\",go_version=\"{}\"}} 1",
+        target.pid,
+        escape(target.binary),
+        escape(target.go_version)
+    );
+
+    header(
+        &mut out,
+        "goprobe_events_total",
+        "counter",
+        "Kernel events received, by kind.",
+    );
+    for kind in EventKind::ALL {
+        let _ = writeln!(
+            out,
+            "goprobe_events_total{{kind=\"{}\"}} {}",
+            kind_name(kind),
+            agg.received.get(kind)
+        );
+    }
+    header(
+        &mut out,
+        "goprobe_lost_events_total",
+        "counter",
+        "Events the kernel could not submit because the ring buffer was full.",
+    );
+    for kind in EventKind::ALL {
+        let _ = writeln!(
+            out,
+            "goprobe_lost_events_total{{kind=\"{}\"}} {}",
+            kind_name(kind),
+            kernel.lost.get(kind)
+        );
+    }
+
+    header(
+        &mut out,
+        "goprobe_preemptions_total",
+        "counter",
+        "Goroutines preempted, by path (async, stack_check) and action (reschedule, park).",
+    );
+    let p = &agg.preemptions;
+    for (path, action, n) in [
+        (
+            PreemptPath::Async,
+            PreemptAction::Reschedule,
+            p.async_reschedule,
+        ),
+        (PreemptPath::Async, PreemptAction::Park, p.async_park),
+        (
+            PreemptPath::StackCheck,
+            PreemptAction::Reschedule,
+            p.stack_check_reschedule,
+        ),
+        (
+            PreemptPath::StackCheck,
+            PreemptAction::Park,
+            p.stack_check_park,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "goprobe_preemptions_total{{path=\"{}\",action=\"{}\"}} {n}",
+            path.name(),
+            action.name()
+        );
+    }
+    header(
+        &mut out,
+        "goprobe_voluntary_yields_total",
+        "counter",
+        "runtime.Gosched and friends: rescheduling that is not a preemption.",
+    );
+    let _ = writeln!(
+        out,
+        "goprobe_voluntary_yields_total {}",
+        agg.voluntary_yields
+    );
+
+    header(
+        &mut out,
+        "goprobe_attempts_total",
+        "counter",
+        "Finished preemption attempts, by requester and outcome.",
+    );
+    for ((requester, outcome), n) in &agg.outcomes {
+        let _ = writeln!(
+            out,
+            "goprobe_attempts_total{{requester=\"{}\",outcome=\"{}\"}} {n}",
+            requester.name(),
+            outcome.name()
+        );
+    }
+
+    header(
+        &mut out,
+        "goprobe_hop_latency_seconds",
+        "histogram",
+        "Latency of each link of the preemption chain.",
+    );
+    for hop in Hop::ALL {
+        if let Some(d) = agg.hops.get(&hop) {
+            histogram(
+                &mut out,
+                "goprobe_hop_latency_seconds",
+                &format!("hop=\"{}\"", hop.key()),
+                d,
+            );
+        }
+    }
+    for (name, help, d) in [
+        (
+            "goprobe_sysmon_tick_interval_seconds",
+            "Interval between consecutive sysmon ticks.",
+            &agg.tick_intervals,
+        ),
+        (
+            "goprobe_running_when_asked_seconds",
+            "How long a goroutine had run when sysmon asked it to stop (lower bound).",
+            &agg.ran_before_request,
+        ),
+        (
+            "goprobe_gc_preemption_delay_seconds",
+            "From the GC's suspendG to the goroutine off the CPU.",
+            &agg.gc_delays,
+        ),
+        (
+            "goprobe_stw_preemption_delay_seconds",
+            "From stop-the-world's preemptall to the goroutine off the CPU.",
+            &agg.stw_delays,
+        ),
+    ] {
+        header(&mut out, name, "histogram", help);
+        histogram(&mut out, name, "", d);
+    }
+    out
+}
+
+/// Serves `snapshot` at `/metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, snapshot: Snapshot) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let snapshot = Arc::clone(&snapshot);
+        tokio::spawn(async move {
+            let _ = respond(stream, &snapshot).await;
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, snapshot: &Snapshot) -> std::io::Result<()> {
+    // Enough for any request line; the rest of the request is not needed.
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await?;
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
+        let body = snapshot.lock().map(|text| text.clone()).unwrap_or_default();
+        ("200 OK", body)
+    } else {
+        ("404 Not Found", "goprobe serves /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{Meaning, Preemption};
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let mut agg = Aggregator::new();
+        let event = crate::events::Event {
+            kind: EventKind::GoschedImpl,
+            ts_ns: 1,
+            tid: 1,
+            tgid: 1,
+            cpu: 0,
+            data: crate::events::EventData::Goroutine {
+                g_addr: 1,
+                goid: Some(7),
+                pc: None,
+                g_status: None,
+                preempted: Some(true),
+                preempt_flags: None,
+            },
+        };
+        let meaning = Meaning::Preemption(Preemption {
+            ts_ns: 1,
+            tid: 1,
+            goid: Some(7),
+            path: PreemptPath::Async,
+            action: PreemptAction::Reschedule,
+            pc: None,
+        });
+        agg.add(&event, &meaning);
+        agg.tick_intervals.add(10_000_000);
+        agg.tick_intervals.add(20_000);
+        let text = render(
+            &agg,
+            &KernelCounters::default(),
+            &TargetInfo {
+                pid: 42,
+                binary: "/bin/\"app\"",
+                go_version: "go1.27.3",
+            },
+        );
+        assert!(text.contains("goprobe_target_info{pid=\"42\",binary=\"/bin/\\\"app\\\"\""));
+        assert!(text.contains("goprobe_events_total{kind=\"gosched\"} 1\n"));
+        assert!(
+            text.contains("goprobe_preemptions_total{path=\"async\",action=\"reschedule\"} 1\n")
+        );
+        assert!(text.contains("goprobe_sysmon_tick_interval_seconds_count 2\n"));
+        assert!(text.contains("goprobe_sysmon_tick_interval_seconds_bucket{le=\"+Inf\"} 2\n"));
+        // Cumulative buckets: 20 µs falls in [16384, 32767] ns.
+        assert!(
+            text.contains("goprobe_sysmon_tick_interval_seconds_bucket{le=\"3.2768e-5\"} 1\n"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name value");
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");
+        }
+    }
+}
