@@ -73,10 +73,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         )?;
     }
 
+    // Unit tests read real Go binaries built by the releases under test.
     util::run(
         cargo()
             .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
-            .args(["--exclude", "goprobe-integration"]),
+            .args(["--exclude", "goprobe-integration"])
+            .env("GOPROBE_GO_RELEASES", releases.join(",")),
     )?;
 
     // The debug build: the integration tests check behaviour, not speed (that is
