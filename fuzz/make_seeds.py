@@ -354,9 +354,9 @@ def synth_dwarf(version, minor):
 
 
 def build(src, layout="go120", sections=True, symtab=True, pie=False, dwarf=None,
-          pclntab_section=True, old_buildinfo=False, magic=None):
+          pclntab_section=True, old_buildinfo=False, magic=None, buildinfo=True, keep=None):
     """Lay out a miniature Go executable from `src` (a GoBin). Returns bytes."""
-    keep = [f for f in src.funcs if f.name in KEEP]
+    keep = [f for f in src.funcs if (keep or (lambda name: name in KEEP))(f.name)]
     base = 0 if pie else 0x400000
     minor = src.minor
     # ---- text: the kept functions' code, 32-byte aligned, in original order.
@@ -515,6 +515,9 @@ def build(src, layout="go120", sections=True, symtab=True, pie=False, dwarf=None
     else:
         bi = BUILDINFO_MAGIC + bytes([8, 2]) + b"\0" * 16
         bi += uvarint_bytes(len(version)) + version + uvarint_bytes(len(modinfo)) + modinfo
+    if not buildinfo:
+        # Like esbuild's releases: the version survives only as runtime.buildVersion.
+        bi = b""
     md_off = align(bi_off + len(bi), 32)
     md = bytearray(0x240)
     pcheader = base + pcln_off
@@ -586,9 +589,10 @@ def build(src, layout="go120", sections=True, symtab=True, pie=False, dwarf=None
             secs.append((pcln_name, 1, 2, base + pcln_off, pcln_off, len(pcln), None, 0, 8))
         secs += [
             (".go.func", 1, 2, base + gofunc_off, gofunc_off, len(inl_trees), None, 0, 8),
-            (".go.buildinfo", 1, 3, base + bi_off, bi_off, len(bi), None, 0, 16),
             (".go.module", 1, 3, base + md_off, md_off, len(md) + 16, None, 0, 32),
         ]
+        if bi:
+            secs.append((".go.buildinfo", 1, 3, base + bi_off, bi_off, len(bi), None, 0, 16))
         secs += placed
         names_idx = {s[0]: i + 1 for i, s in enumerate(secs)}
         shstr_off = len(file)
@@ -628,15 +632,36 @@ def variants(src, tag, all_kinds, old_layouts):
     yield f"{tag}-stripped", build(src, symtab=False)
     yield f"{tag}-pie-zdwarf", build(src, pie=True, dwarf="compressed")
     if all_kinds:
+        yield f"{tag}-stripped-nobuildinfo", build(src, symtab=False, buildinfo=False)
         yield f"{tag}-symtab-dwarf", build(src, dwarf="plain")
         yield f"{tag}-nosections", build(src, sections=False, symtab=False)
         yield f"{tag}-symbol-pclntab-zdebug", build(src, pclntab_section=False, dwarf="zdebug")
     if old_layouts:
+        # One large seed (for runs with -max_len=1048576): the runtime functions (no methods).
+        yield f"{tag}-large-runtime", build(src, symtab=False,
+                                          keep=lambda name: name.startswith("runtime.") and "(" not in name)
         yield f"{tag}-layout-go118", build(src, layout="go118", symtab=False)
         yield f"{tag}-layout-go116", build(src, layout="go116", old_buildinfo=True)
         yield f"{tag}-layout-go116-nosections", build(src, layout="go116", sections=False,
                                                       symtab=False, old_buildinfo=True)
         yield f"{tag}-magic-go12", build(src, magic=MAGIC_GO12, symtab=False)
+
+
+def buildinfo_tail(path):
+    """The version and modinfo strings of a Go 1.18+ `.go.buildinfo` blob, as they follow
+    its 32-byte header (the input format of the `buildinfo` fuzz target), or None."""
+    with open(path, "rb") as f:
+        d = f.read()
+    o = d.find(BUILDINFO_MAGIC)
+    while o >= 0 and o % 16:
+        o = d.find(BUILDINFO_MAGIC, o + 1)
+    if o < 0 or not d[o + 15] & 2:
+        return None
+    pos = o + 32
+    for _ in range(2):
+        n, pos = varint(d, pos)
+        pos += n
+    return d[o + 32:pos]
 
 
 def default_sources(root):
@@ -650,7 +675,7 @@ def default_sources(root):
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(root, "fuzz/seeds/gobinary"))
+    ap.add_argument("--out", default=os.path.join(root, "fuzz/corpus/gobinary"))
     ap.add_argument("--check", metavar="GOPROBE",
                     help="run `GOPROBE --list-probes -- SEED` on each seed and show the verdict")
     ap.add_argument("binaries", nargs="*")
@@ -685,6 +710,23 @@ def main():
             print(line)
         done_old = True
     print(f"{total} bytes in {args.out}")
+    # Seeds of the `buildinfo` target: real version + modinfo strings, including those of
+    # the registry binaries of tests/realworld when fetched (hugo's lists 150 modules).
+    bi_out = os.path.join(os.path.dirname(args.out), "buildinfo")
+    os.makedirs(bi_out, exist_ok=True)
+    extra = glob.glob(os.path.join(root, "target/realworld/x/*/*/bin/*"))
+    extra += glob.glob(os.path.join(root, "target/realworld/x/*/*.data/scripts/*"))
+    extra += glob.glob(os.path.join(root, "target/realworld/x/hugo-*/hugo/binaries/*"))
+    n = 0
+    for path in sources + extra:
+        tail = buildinfo_tail(path)
+        if tail:
+            rel = os.path.relpath(path, root).split(os.sep)
+            name = "-".join(p for p in rel[-5:] if p not in ("bin", "package", "x", "go"))
+            with open(os.path.join(bi_out, name), "wb") as f:
+                f.write(tail)
+            n += 1
+    print(f"{n} build info seeds in {bi_out}")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,22 @@ fuzz_target!(|data: &[u8]| {
         let _ = (info.setting("-buildmode"), info.setting("CGO_ENABLED"));
         let _ = info.deps.iter().map(|d| d.path.len()).sum::<usize>();
     }
-    let _ = (bin.is_pie(), bin.has_symtab(), bin.has_dwarf(), bin.machine());
-    let _ = (bin.text_start(), bin.text_start_source(), bin.pclntab_info());
-    let _ = (bin.first_load_vaddr(), bin.moduledata_vaddr(), bin.bytes().len());
+    let _ = (
+        bin.is_pie(),
+        bin.has_symtab(),
+        bin.has_dwarf(),
+        bin.machine(),
+    );
+    let _ = (
+        bin.text_start(),
+        bin.text_start_source(),
+        bin.pclntab_info(),
+    );
+    let _ = (
+        bin.first_load_vaddr(),
+        bin.moduledata_vaddr(),
+        bin.bytes().len(),
+    );
     let segments = bin.load_segments();
 
     // The probe table's functions, one name at a time and all at once.
@@ -65,7 +78,12 @@ fuzz_target!(|data: &[u8]| {
     let text = bin.text_start();
     let mut pcs: Vec<u64> = Vec::new();
     for f in found.iter().take(MAX_SYMBOLIZED) {
-        pcs.extend([f.entry, f.entry + f.size() / 2, f.end.wrapping_sub(1), f.end]);
+        pcs.extend([
+            f.entry,
+            f.entry + f.size() / 2,
+            f.end.wrapping_sub(1),
+            f.end,
+        ]);
     }
     for chunk in data.rchunks_exact(8).take(8) {
         let word = u64::from_le_bytes(chunk.try_into().unwrap());
@@ -75,7 +93,10 @@ fuzz_target!(|data: &[u8]| {
     for pc in pcs {
         let _ = bin.function_at(pc);
         let frames = bin.symbolize(pc);
-        let _ = frames.iter().map(|fr| fr.function.len() + fr.file.len()).sum::<usize>();
+        let _ = frames
+            .iter()
+            .map(|fr| fr.function.len() + fr.file.len())
+            .sum::<usize>();
         let _ = bin.pcsp(pc);
         if let Some(off) = bin.file_offset(pc) {
             assert!(off < data.len() as u64, "file offset {off:#x} past the end");

@@ -204,6 +204,36 @@ fn newer_release_assumes_the_nearest_layout() {
     );
 }
 
+/// Only linux/amd64 programs: an AArch64 ELF and a binary built for another GOOS are
+/// refused up front (the plan would decode x86 from ARM code, or hook another runtime).
+#[test]
+fn other_platforms_are_refused() {
+    let env = env();
+    let original = std::fs::read(env.fixture(env.newest(), "default", "spinner")).unwrap();
+
+    let mut arm = original.clone();
+    arm[18..20].copy_from_slice(&183u16.to_le_bytes()); // e_machine = EM_AARCH64
+    let path = temp_path("aarch64");
+    std::fs::write(&path, arm).unwrap();
+    make_executable(&path);
+    let (code, stderr) =
+        goprobe_fails(&env, &["--list-probes", "--", path.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not an x86-64 program"), "{stderr}");
+
+    let other_os = replace_all(&original, b"GOOS=linux", b"GOOS=plan9");
+    assert_ne!(other_os, original, "GOOS setting found");
+    let path = temp_path("plan9");
+    std::fs::write(&path, other_os).unwrap();
+    make_executable(&path);
+    let (code, stderr) =
+        goprobe_fails(&env, &["--list-probes", "--", path.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("GOOS=plan9"), "{stderr}");
+}
+
 fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = haystack.to_vec();
     let mut i = 0;

@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         (None, None) => bail!("nothing to trace: give --pid PID or -- CMD [ARGS...]"),
     };
     let binary = Arc::new(analyse(&binary_path)?);
+    check_platform(&binary, &binary_path)?;
     let version = binary.go_version().cloned().context(
         "cannot tell which Go release built this binary (no build info or version string)",
     )?;
@@ -425,6 +426,31 @@ impl Pipeline {
         }
         Ok(summary)
     }
+}
+
+/// ELF machine number of x86-64.
+const EM_X86_64: u16 = 62;
+
+/// goprobe knows linux/amd64 only: its probe placement decodes x86 and its offsets and
+/// hooked functions are those of the Linux runtime.
+fn check_platform(binary: &GoBinary, path: &Path) -> anyhow::Result<()> {
+    if binary.machine() != EM_X86_64 {
+        bail!(
+            "{} is not an x86-64 program (ELF machine {}): goprobe traces linux/amd64 Go \
+             programs only",
+            path.display(),
+            binary.machine()
+        );
+    }
+    if let Some(goos) = binary.build_info().and_then(|info| info.setting("GOOS"))
+        && goos != "linux"
+    {
+        bail!(
+            "{} was built for GOOS={goos}: goprobe traces linux/amd64 Go programs only",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn analyse(path: &Path) -> anyhow::Result<GoBinary> {

@@ -255,6 +255,91 @@ pub(crate) fn go_string(elf: &Elf, img: &Image, addr: u64) -> Option<String> {
     go_string_bytes(elf, img, addr).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// `go1.` occurrences and pointers to one that [`find_build_version`] examines, so a
+/// file full of the pattern stays cheap.
+const MAX_VERSION_CANDIDATES: usize = 256;
+/// Longest `runtime.buildVersion` accepted (`go1.25.0 X:greenteagc,jsonv2` and the like).
+const MAX_VERSION_LEN: u64 = 128;
+
+/// The `runtime.buildVersion` string of a binary without `.go.buildinfo` and `.symtab`
+/// (esbuild's npm releases have neither): a `go1.…` string in a read-only segment that a
+/// Go string header `{ptr, len}` in a writable segment points at exactly. `None` unless
+/// every such header found names the same version.
+pub(crate) fn find_build_version(elf: &Elf, img: &Image) -> Option<String> {
+    let finder = memchr::memmem::Finder::new(b"go1.");
+    let mut found: Option<String> = None;
+    let mut candidates = 0usize;
+    for seg in elf
+        .segments
+        .iter()
+        .filter(|s| !s.is_exec() && !s.is_write())
+    {
+        let Some(range) = seg.file_range(img.len()) else {
+            continue;
+        };
+        for (off, bytes, own) in img.pieces(range.clone()) {
+            for i in finder.find_iter(bytes).filter(|&i| i < own) {
+                candidates += 1;
+                if candidates > MAX_VERSION_CANDIDATES {
+                    return found;
+                }
+                let Some(vaddr) = seg.vaddr.checked_add((off + i - range.start) as u64) else {
+                    continue;
+                };
+                for version in headers_pointing_at(elf, img, vaddr, &mut candidates) {
+                    if found.as_ref().is_some_and(|f| *f != version) {
+                        return None;
+                    }
+                    found = Some(version);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Version strings of the Go string headers in writable segments that point at `vaddr`.
+fn headers_pointing_at(elf: &Elf, img: &Image, vaddr: u64, budget: &mut usize) -> Vec<String> {
+    let finder = memchr::memmem::Finder::new(&vaddr.to_le_bytes()).into_owned();
+    let mut out = Vec::new();
+    for seg in elf.segments.iter().filter(|s| s.is_write()) {
+        let Some(range) = seg.file_range(img.len()) else {
+            continue;
+        };
+        for (off, bytes, own) in img.pieces(range.clone()) {
+            for i in finder.find_iter(bytes).filter(|&i| i < own) {
+                *budget += 1;
+                if *budget > MAX_VERSION_CANDIDATES {
+                    return out;
+                }
+                // The header is pointer-aligned; its length word follows the pointer.
+                let at = seg.vaddr.checked_add((off + i - range.start) as u64);
+                let Some(at) = at.filter(|a| a % 8 == 0) else {
+                    continue;
+                };
+                let Some(len) = at.checked_add(8).and_then(|a| elf.read_u64(img, a)) else {
+                    continue;
+                };
+                if !(5..=MAX_VERSION_LEN).contains(&len) {
+                    continue;
+                }
+                let Some(s) = elf
+                    .read(img, vaddr, len as usize)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                else {
+                    continue;
+                };
+                if s.bytes().all(|c| c.is_ascii_graphic() || c == b' ')
+                    && GoVersion::parse(s).is_some()
+                {
+                    out.push(s.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Remove the 16-byte framing sentinels, as `debug/buildinfo` does.
 fn strip_sentinels(m: &[u8]) -> &[u8] {
     if m.len() >= 33 && m[m.len() - 17] == b'\n' {

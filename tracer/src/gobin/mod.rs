@@ -24,6 +24,8 @@ pub mod offsets_table;
 mod pclntab;
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod testbins;
 #[cfg(test)]
 mod tests;
@@ -248,7 +250,8 @@ impl GoBinary {
             .or_else(|| {
                 let (addr, _) = elf.symbol(&img, "runtime.buildVersion")?;
                 GoVersion::parse(&buildinfo::go_string(&elf, &img, addr)?)
-            });
+            })
+            .or_else(|| GoVersion::parse(&buildinfo::find_build_version(&elf, &img)?));
         let mut bin = GoBinary {
             object,
             img,
@@ -275,7 +278,8 @@ impl GoBinary {
     }
 
     /// Go release that built the binary: from `.go.buildinfo`, else the
-    /// `runtime.buildVersion` string (needs `.symtab`), else `None`.
+    /// `runtime.buildVersion` string, by its `.symtab` symbol or, without one, by
+    /// scanning for a Go string header pointing at a `go1.…` string; else `None`.
     pub fn go_version(&self) -> Option<&GoVersion> {
         self.version.as_ref()
     }
@@ -355,7 +359,11 @@ impl GoBinary {
     /// Link-time virtual address to file offset through the `PT_LOAD` headers
     /// (works without section headers). `None` for addresses not backed by the file.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.elf.file_offset(vaddr)
+        // A segment's p_offset + p_filesz may reach past the end of a truncated or
+        // crafted file: such an offset would only fail later, in the uprobe attach.
+        self.elf
+            .file_offset(vaddr)
+            .filter(|&offset| offset < self.img.len() as u64)
     }
 
     /// `len` bytes of the file at `vaddr`, if they lie within one loaded segment.

@@ -247,6 +247,11 @@ pub enum OffsetsError {
         section: &'static str,
         source: object::Error,
     },
+    #[error("cannot read DWARF section {section}: {reason}")]
+    Compression {
+        section: &'static str,
+        reason: &'static str,
+    },
     #[error("malformed DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
     #[error("type {ty} not found in DWARF")]
@@ -476,6 +481,45 @@ const TYPE_SECTIONS: [SectionId; 6] = [
     SectionId::DebugAddr,
 ];
 
+/// Largest uncompressed DWARF section read. Go's biggest binaries have a `.debug_info` of
+/// a few hundred MB at most; the cap keeps a hostile size field from reserving more.
+const MAX_DWARF_SECTION: u64 = 1 << 30;
+/// Deflate's maximum expansion (258 bytes from 2 bits): a zlib section that claims a
+/// bigger uncompressed size than this times its compressed size is corrupt.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Refuses compressed sections that would need an unbounded allocation: `object`
+/// reserves the declared uncompressed size up front, and its zstd path grows the output
+/// with the stream rather than the declared size, so a 260 KB zstd section can expand to
+/// gigabytes before the size mismatch is noticed. Go writes zlib only (`SHF_COMPRESSED`,
+/// or `.zdebug_*` before Go 1.12), so zstd (from `objcopy --compress-debug-sections=zstd`)
+/// is refused with an error naming the section.
+fn check_compressed(
+    section: &'static str,
+    data: &object::CompressedData<'_>,
+) -> Result<(), OffsetsError> {
+    let refuse = |reason: &'static str| OffsetsError::Compression { section, reason };
+    match data.format {
+        object::CompressionFormat::None => Ok(()),
+        object::CompressionFormat::Zlib => {
+            let bound = (data.data.len() as u64)
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .min(MAX_DWARF_SECTION);
+            if data.uncompressed_size > bound {
+                Err(refuse(
+                    "its declared uncompressed size is impossible or too large",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        object::CompressionFormat::Zstandard => Err(refuse(
+            "zstd compression is not supported (Go's linker writes zlib)",
+        )),
+        _ => Err(refuse("unknown compression format")),
+    }
+}
+
 fn extract(
     elf_bytes: &[u8],
     on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
@@ -526,12 +570,13 @@ fn member_offsets(
         let Some(section) = file.section_by_name(id.name()) else {
             return Ok(Cow::Borrowed(&[]));
         };
-        section
-            .uncompressed_data()
-            .map_err(|source| OffsetsError::Decompress {
-                section: id.name(),
-                source,
-            })
+        let decompress_error = |source| OffsetsError::Decompress {
+            section: id.name(),
+            source,
+        };
+        let compressed = section.compressed_data().map_err(decompress_error)?;
+        check_compressed(id.name(), &compressed)?;
+        compressed.decompress().map_err(decompress_error)
     })?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
     let types = Types::new(&dwarf)?;

@@ -425,7 +425,9 @@ impl<'a> View<'a> {
             val: -1,
             first: true,
             quantum,
-            steps_left: (f.end - f.entry) / quantum + 2,
+            // Saturating: a Go 1.16 functab holds absolute 64-bit entries, so a crafted
+            // table can make one function span nearly the whole address space.
+            steps_left: ((f.end - f.entry) / quantum).saturating_add(2),
             budget: &self.budget,
         }
     }
