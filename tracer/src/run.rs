@@ -487,7 +487,7 @@ fn probe_config(
                 ),
             }
         }
-        None => offsets::resolve(binary.bytes(), version),
+        None => offsets::resolve_binary(binary, version),
     };
     let (offsets, source) = match resolved {
         Ok((offsets, source)) => {

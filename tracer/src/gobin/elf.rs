@@ -60,6 +60,7 @@ impl Segment {
 pub(crate) struct Section {
     pub name: String,
     pub sh_type: u32,
+    pub flags: u64,
     pub addr: u64,
     pub offset: u64,
     pub size: u64,
@@ -278,6 +279,7 @@ type SectionsAndSymtab = (Vec<Section>, Option<SymtabRef>);
 struct RawSection {
     name_off: u32,
     sh_type: u32,
+    flags: u64,
     addr: u64,
     offset: u64,
     size: u64,
@@ -300,6 +302,7 @@ fn parse_sections(
         raw.push(RawSection {
             name_off: u32_le(sh, 0),
             sh_type: u32_le(sh, 4),
+            flags: u64_le(sh, 8),
             addr: u64_le(sh, 16),
             offset: u64_le(sh, 24),
             size: u64_le(sh, 32),
@@ -322,6 +325,7 @@ fn parse_sections(
             Section {
                 name,
                 sh_type: r.sh_type,
+                flags: r.flags,
                 addr: r.addr,
                 offset: r.offset,
                 size: r.size,

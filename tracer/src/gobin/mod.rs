@@ -346,6 +346,17 @@ impl GoBinary {
         self.elf.lowest_load_vaddr()
     }
 
+    /// The file bytes of section `name` (as stored: compressed if it is) and whether it
+    /// has `SHF_COMPRESSED`. Reads only that section, not the whole file; `None` if there
+    /// is no such section or it lies outside the file.
+    pub fn section_bytes(&self, name: &str) -> Option<(Vec<u8>, bool)> {
+        const SHF_COMPRESSED: u64 = 0x800;
+        let section = self.elf.section(name)?;
+        let range = section.file_range(self.img.len())?;
+        let bytes = self.img.read_vec(range.start, range.len())?;
+        Some((bytes, section.flags & SHF_COMPRESSED != 0))
+    }
+
     /// `(p_vaddr, p_offset)` of every `PT_LOAD` segment, for mapping `/proc/PID/maps`
     /// entries (file offsets) back to link-time addresses.
     pub fn load_segments(&self) -> Vec<(u64, u64)> {

@@ -354,22 +354,26 @@ pub fn resolve(
 ) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
     match from_dwarf(elf_bytes) {
         Ok(offsets) => Ok((offsets, OffsetsSource::Dwarf)),
-        Err(OffsetsError::NoDwarf) => {
-            let (major, minor) = parse_go_version(go_version)?;
-            let Some((release, _, offsets)) = table_entry(major, minor) else {
-                return Err(OffsetsError::UnsupportedRelease { major, minor });
-            };
-            let exact = *release == (major, minor);
-            Ok((
-                *offsets,
-                OffsetsSource::Table {
-                    release: *release,
-                    exact,
-                },
-            ))
-        }
+        Err(OffsetsError::NoDwarf) => from_table_for(go_version),
         Err(e) => Err(e),
     }
+}
+
+/// The table entry for the release `go_version` names (the nearest older one, marked
+/// inexact, for a release newer than the table).
+fn from_table_for(go_version: &str) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
+    let (major, minor) = parse_go_version(go_version)?;
+    let Some((release, _, offsets)) = table_entry(major, minor) else {
+        return Err(OffsetsError::UnsupportedRelease { major, minor });
+    };
+    let exact = *release == (major, minor);
+    Ok((
+        *offsets,
+        OffsetsSource::Table {
+            release: *release,
+            exact,
+        },
+    ))
 }
 
 /// Parses `(major, minor)` from a Go version as `runtime.Version()` or the build info
@@ -563,20 +567,130 @@ fn member_offsets(
     } else {
         RunTimeEndian::Big
     };
-    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'_, [u8]>, OffsetsError> {
+    member_offsets_with(
+        endian,
+        |name| {
+            let Some(section) = file.section_by_name(name) else {
+                return Ok(Cow::Borrowed(&[]));
+            };
+            let decompress_error = |source| OffsetsError::Decompress {
+                section: name,
+                source,
+            };
+            let compressed = section.compressed_data().map_err(decompress_error)?;
+            check_compressed(name, &compressed)?;
+            compressed.decompress().map_err(decompress_error)
+        },
+        requests,
+        on_missing,
+    )
+}
+
+/// [`from_dwarf`] for an already opened binary, reading only the few DWARF sections the
+/// types need instead of the whole file (a big unstripped binary is mostly DWARF and
+/// code goprobe never looks at).
+pub fn from_binary_dwarf(binary: &super::GoBinary) -> Result<RuntimeOffsets, OffsetsError> {
+    let has_info = [".debug_info", ".zdebug_info"].iter().any(|name| {
+        binary
+            .section_bytes(name)
+            .is_some_and(|(b, _)| !b.is_empty())
+    });
+    if !has_info {
+        return Err(OffsetsError::NoDwarf);
+    }
+    let requests = FIELD_SOURCES.map(|(_, ty, path)| (ty, path));
+    let values = member_offsets_with(
+        RunTimeEndian::Little,
+        |name| load_binary_section(binary, name),
+        &requests,
+        &mut |e| Err(e),
+    )?;
+    let mut array = [UNKNOWN; 16];
+    for (slot, value) in array.iter_mut().zip(values) {
+        *slot = value;
+    }
+    Ok(RuntimeOffsets::from_array(array))
+}
+
+/// [`resolve`] for an already opened binary (see [`from_binary_dwarf`]).
+pub fn resolve_binary(
+    binary: &super::GoBinary,
+    go_version: &str,
+) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
+    match from_binary_dwarf(binary) {
+        Ok(offsets) => Ok((offsets, OffsetsSource::Dwarf)),
+        Err(OffsetsError::NoDwarf) => from_table_for(go_version),
+        Err(e) => Err(e),
+    }
+}
+
+/// One section of `binary`, decompressed: `SHF_COMPRESSED` (an `Elf64_Chdr` then the
+/// stream) or, before Go 1.12, `.zdebug_*` ("ZLIB", a big-endian size, zlib).
+fn load_binary_section(
+    binary: &super::GoBinary,
+    name: &'static str,
+) -> Result<Cow<'static, [u8]>, OffsetsError> {
+    let zdebug = name.replacen(".debug_", ".zdebug_", 1);
+    let (raw, compressed_flag, legacy) = match binary.section_bytes(name) {
+        Some((raw, flag)) => (raw, flag, false),
+        None => match binary.section_bytes(&zdebug) {
+            Some((raw, _)) => (raw, false, true),
+            None => return Ok(Cow::Borrowed(&[])),
+        },
+    };
+    let truncated = || OffsetsError::Compression {
+        section: name,
+        reason: "its compression header is truncated",
+    };
+    let data = if compressed_flag {
+        // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64, ch_addralign u64.
+        let header = raw.get(..24).ok_or_else(truncated)?;
+        let ch_type = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+        let size = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let format = match ch_type {
+            1 => object::CompressionFormat::Zlib,
+            2 => object::CompressionFormat::Zstandard,
+            _ => object::CompressionFormat::Unknown,
+        };
+        object::CompressedData {
+            format,
+            data: &raw[24..],
+            uncompressed_size: size,
+        }
+    } else if legacy && raw.starts_with(b"ZLIB") {
+        let size = raw.get(4..12).ok_or_else(truncated)?;
+        object::CompressedData {
+            format: object::CompressionFormat::Zlib,
+            data: &raw[12..],
+            uncompressed_size: u64::from_be_bytes(size.try_into().unwrap_or_default()),
+        }
+    } else {
+        return Ok(Cow::Owned(raw));
+    };
+    check_compressed(name, &data)?;
+    let bytes = data
+        .decompress()
+        .map_err(|source| OffsetsError::Decompress {
+            section: name,
+            source,
+        })?
+        .into_owned();
+    Ok(Cow::Owned(bytes))
+}
+
+/// Resolves each request from DWARF sections supplied by `load` (by section name; an
+/// absent section is an empty slice).
+fn member_offsets_with<'d>(
+    endian: RunTimeEndian,
+    mut load: impl FnMut(&'static str) -> Result<Cow<'d, [u8]>, OffsetsError>,
+    requests: &[(&str, &str)],
+    on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
+) -> Result<Vec<u32>, OffsetsError> {
+    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'d, [u8]>, OffsetsError> {
         if !TYPE_SECTIONS.contains(&id) {
             return Ok(Cow::Borrowed(&[]));
         }
-        let Some(section) = file.section_by_name(id.name()) else {
-            return Ok(Cow::Borrowed(&[]));
-        };
-        let decompress_error = |source| OffsetsError::Decompress {
-            section: id.name(),
-            source,
-        };
-        let compressed = section.compressed_data().map_err(decompress_error)?;
-        check_compressed(id.name(), &compressed)?;
-        compressed.decompress().map_err(decompress_error)
+        load(id.name())
     })?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
     let types = Types::new(&dwarf)?;
@@ -632,7 +746,12 @@ impl<'a> Types<'a> {
     ) -> Result<Vec<(&'n str, Option<DebugInfoOffset>)>, OffsetsError> {
         let mut found: Vec<(&'n str, Option<DebugInfoOffset>)> =
             names.iter().map(|n| (*n, None)).collect();
-        for (_, _, header, abbrevs) in &self.units {
+        // Go's linker puts the runtime's types in the `runtime` unit: look there first (in
+        // a big program it can be the 59th of 193 units), then everywhere else.
+        let mut order: Vec<usize> = (0..self.units.len()).collect();
+        order.sort_by_key(|&i| !self.unit_named(i, b"runtime"));
+        for i in order {
+            let (_, _, header, abbrevs) = &self.units[i];
             let mut cursor = header.entries(abbrevs);
             while let Some((_, entry)) = cursor.next_dfs()? {
                 if entry.tag() != gimli::DW_TAG_structure_type {
@@ -653,6 +772,21 @@ impl<'a> Types<'a> {
             }
         }
         Ok(found)
+    }
+
+    /// Whether unit `i`'s root DIE is named `name` (reads that one DIE only).
+    fn unit_named(&self, i: usize, name: &[u8]) -> bool {
+        let Some((_, _, header, abbrevs)) = self.units.get(i) else {
+            return false;
+        };
+        let mut cursor = header.entries(abbrevs);
+        let Ok(Some((_, root))) = cursor.next_dfs() else {
+            return false;
+        };
+        root.attr_value(gimli::DW_AT_name)
+            .ok()
+            .and_then(|value| self.attr_str(value))
+            .is_some_and(|unit| unit == name)
     }
 
     /// The offset of the (possibly nested, `.`-separated) member `path` in the struct at

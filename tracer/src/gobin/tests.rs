@@ -1013,3 +1013,30 @@ fn buildinfo_pointer_format() {
     let bi = buildinfo::read(&elf, &img).expect("version without modinfo");
     assert_eq!((bi.go_version.as_str(), bi.path), ("go1.17.13", None));
 }
+
+/// Reading only the DWARF sections (what goprobe does) gives exactly what reading the
+/// whole file with `object` gives, in every build variant; stripped builds have none.
+#[test]
+fn section_dwarf_reader_equals_whole_file_reader() {
+    for v in core_versions() {
+        for variant in Variant::ALL {
+            let bin = open(v, variant);
+            let by_sections = super::offsets::from_binary_dwarf(&bin);
+            let whole = super::offsets::from_dwarf(bin.bytes());
+            match (by_sections, whole) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{v} {variant:?}"),
+                (
+                    Err(super::offsets::OffsetsError::NoDwarf),
+                    Err(super::offsets::OffsetsError::NoDwarf),
+                ) => {
+                    assert_eq!(
+                        variant,
+                        Variant::Stripped,
+                        "{v}: only stripped builds lack DWARF"
+                    );
+                }
+                (a, b) => panic!("{v} {variant:?}: sections {a:?}, whole file {b:?}"),
+            }
+        }
+    }
+}
