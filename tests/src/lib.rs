@@ -115,6 +115,24 @@ impl Traced {
         })
     }
 
+    /// The fixture's workers as it reported them: `(goid, iterations)` each.
+    pub fn workers(&self) -> Vec<(u64, u64)> {
+        self.fixture()["workers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("the fixture reported no workers: {}", self.fixture()))
+            .iter()
+            .map(|w| (u64_of(w, "goid"), u64_of(w, "count")))
+            .collect()
+    }
+
+    pub fn worker_goids(&self) -> Vec<u64> {
+        self.workers().into_iter().map(|(goid, _)| goid).collect()
+    }
+
+    pub fn worker_counts(&self) -> Vec<u64> {
+        self.workers().into_iter().map(|(_, count)| count).collect()
+    }
+
     /// Thread ids that ran `runtime.retake`: sysmon's.
     pub fn sysmon_tids(&self) -> Vec<u64> {
         let mut tids: Vec<u64> = self
@@ -125,6 +143,13 @@ impl Traced {
         tids.dedup();
         tids
     }
+}
+
+/// A number field of a JSON object; panics naming the field and the object.
+pub fn u64_of(value: &Value, field: &str) -> u64 {
+    value[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
 }
 
 /// Parses JSON lines; panics with the offending line.

@@ -44,14 +44,7 @@ fn check(traced: &Traced, what: &str) {
         );
     }
     let fixture = traced.fixture();
-    let workers = sorted(
-        fixture["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["goid"].as_u64().unwrap())
-            .collect(),
-    );
+    let workers = sorted(traced.worker_goids());
     let preempted = sorted(
         traced
             .events_of("async_preempt")

