@@ -329,10 +329,28 @@ pub enum PlanError {
 
 /// Decides every probe's fate for `binary`.
 pub fn plan(binary: &GoBinary, facts: ReleaseFacts) -> Result<Vec<PlannedProbe>, PlanError> {
+    // One pass over the symbol table (or pclntab) for every name: a big binary has
+    // hundreds of thousands of functions, and a dozen separate scans were most of
+    // goprobe's start-up.
+    let names: Vec<&str> = PROBES
+        .iter()
+        .filter_map(|spec| match spec.target {
+            ProbeTarget::Uprobe { function, .. } => Some(function),
+            ProbeTarget::Tracepoint { .. } => None,
+        })
+        .collect();
+    let found = binary.functions_named_many(&names);
+    let lookup = |name: &str| -> Vec<Function> {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| found.get(i).cloned())
+            .unwrap_or_default()
+    };
     let plan = PROBES
         .iter()
         .map(|spec| {
-            let status = plan_one(binary, facts, spec)?;
+            let status = plan_one(binary, facts, spec, &lookup)?;
             Ok(PlannedProbe { spec, status })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
@@ -349,6 +367,7 @@ fn plan_one(
     binary: &GoBinary,
     facts: ReleaseFacts,
     spec: &'static ProbeSpec,
+    lookup: &dyn Fn(&str) -> Vec<Function>,
 ) -> Result<PlanStatus, PlanError> {
     if !facts.allows(spec.condition) {
         let reason = match spec.condition {
@@ -366,7 +385,7 @@ fn plan_one(
     else {
         return Ok(PlanStatus::Tracepoint);
     };
-    let Some(function) = pick_function(binary.functions_named(name), skip_abi0_wrapper) else {
+    let Some(function) = pick_function(lookup(name), skip_abi0_wrapper) else {
         return Ok(match spec.requirement {
             Requirement::Required => PlanStatus::Absent {
                 note: format!("not found: the {} link is not observed", spec.link.name()),
