@@ -108,6 +108,10 @@ fn async_preemptions_equal_kernel_counted_async_preempt2_executions() {
         drop(probe);
         let _ = fs::remove_file(&binary);
         let asyncs = traced.count("async_preempt");
+        eprintln!(
+            "{release}: goprobe async preemptions {asyncs}, kernel-counted asyncPreempt2 \
+             executions {hits}"
+        );
         assert!(
             hits >= 50,
             "{release}: kernel counted only {hits} executions"
