@@ -33,8 +33,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Shorthand for `--format json`: one JSON object per line (`type` = "event" or
-    /// "summary"); schema in README.md.
+    /// Shorthand for `--format json`: one JSON object per line (`type` = "event",
+    /// "attempt" or "summary"); schema in README.md.
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
 
@@ -103,7 +103,8 @@ pub struct Cli {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// One readable line per event, then a text summary.
+    /// One readable line per preemption attempt (per kernel event with --raw), then a
+    /// text summary.
     Text,
     /// JSON lines.
     Json,
