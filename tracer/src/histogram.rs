@@ -109,10 +109,16 @@ impl Distribution {
             return None;
         }
         let exact = self.count as usize == self.samples.len();
+        // Sorted once for all three percentiles; empty when estimating from buckets.
+        let sorted = if exact {
+            let mut sorted = self.samples.clone();
+            sorted.sort_unstable();
+            sorted
+        } else {
+            Vec::new()
+        };
         let percentile = |p: f64| -> u64 {
             if exact {
-                let mut sorted = self.samples.clone();
-                sorted.sort_unstable();
                 // Nearest rank.
                 let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
                 sorted[rank - 1]
