@@ -61,6 +61,17 @@ pub enum ProbeTarget {
     },
 }
 
+impl fmt::Display for ProbeTarget {
+    /// The function's Go name, or `category:name` of a tracepoint; `pad` so that
+    /// column widths such as `{:<26}` apply.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uprobe { function, .. } => f.pad(function),
+            Self::Tracepoint { category, name } => f.pad(&format!("{category}:{name}")),
+        }
+    }
+}
+
 /// When a probe applies to a binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Condition {
@@ -455,10 +466,7 @@ fn place(binary: &GoBinary, function: &Function, at_entry: bool) -> Result<Place
 
 impl fmt::Display for PlannedProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match self.spec.target {
-            ProbeTarget::Uprobe { function, .. } => function.to_string(),
-            ProbeTarget::Tracepoint { category, name } => format!("{category}:{name}"),
-        };
+        let target = self.spec.target;
         let status = match &self.status {
             PlanStatus::Uprobe { placement, .. } => format!(
                 "uprobe at +{:#x} {} (file offset {:#x}; {})",
@@ -509,6 +517,20 @@ mod tests {
             Some(real)
         );
         assert_eq!(pick_function(vec![], true), None);
+    }
+
+    #[test]
+    fn targets_display_as_go_name_or_tracepoint_path_and_pad() {
+        let uprobe = ProbeTarget::Uprobe {
+            function: "runtime.retake",
+            skip_abi0_wrapper: false,
+        };
+        let tracepoint = ProbeTarget::Tracepoint {
+            category: "signal",
+            name: "signal_deliver",
+        };
+        assert_eq!(format!("{uprobe:<16}|"), "runtime.retake  |");
+        assert_eq!(format!("{tracepoint:<22}|"), "signal:signal_deliver |");
     }
 
     #[test]

@@ -539,10 +539,7 @@ fn attach(
     let outcomes = tracer.attach(plan, &target.attach_path, target.pid)?;
     let mut lines = Vec::new();
     for planned in plan {
-        let target_text = match planned.spec.target {
-            ProbeTarget::Uprobe { function, .. } => function.to_string(),
-            ProbeTarget::Tracepoint { category, name } => format!("{category}:{name}"),
-        };
+        let target_text = planned.spec.target.to_string();
         let outcome = outcomes.iter().find(|o| o.program == planned.spec.program);
         let (status, attached) = match (&planned.status, outcome) {
             (_, Some(outcome)) => match &outcome.result {
