@@ -539,17 +539,6 @@ fn extract(
     Ok(RuntimeOffsets::from_array(values))
 }
 
-/// The offset of any (possibly nested, `.`-separated) member of a struct type in the
-/// DWARF of `elf_bytes`, e.g. `("runtime.m", "preemptGen")` or
-/// `("runtime.p", "sysmontick.schedwhen")`. For fields outside [`RuntimeOffsets`].
-pub fn dwarf_member_offset(elf_bytes: &[u8], ty: &str, path: &str) -> Result<u32, OffsetsError> {
-    let values = member_offsets(elf_bytes, &[(ty, path)], &mut |e| Err(e))?;
-    values
-        .first()
-        .copied()
-        .ok_or_else(|| OffsetsError::MissingType { ty: ty.to_owned() })
-}
-
 /// Resolves each `(type, member path)` request; `on_missing` turns a per-request error into
 /// a value (or passes it on).
 fn member_offsets(

@@ -379,20 +379,6 @@ fn stub_reenters(stub: &[Insn], entry: u64) -> bool {
     true
 }
 
-/// Every instruction of the prologue up to and including the placement, in Go syntax, with
-/// the kernel's treatment (for reports and `--explain`).
-pub fn explain(code: &[u8], entry: u64, upto: u64) -> Vec<(u64, String, KernelHandling)> {
-    decode(code, entry)
-        .into_iter()
-        .take_while(|i| i.ip - entry <= upto)
-        .map(|i| {
-            let off = i.ip - entry;
-            let bytes = &code[off as usize..][..i.len];
-            (off, syntax::go(&i.instr), kernel_handling(bytes))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
