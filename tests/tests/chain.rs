@@ -202,7 +202,7 @@ fn coop_with_asyncpreemptoff_is_preempted_at_function_prologues() {
             "{release}: a worker never ran: {counts:?}"
         );
         // And the events agree with the summary: each cooperative reschedule is a
-        // goschedImpl (or gopreempt_m in 1.21) on the stack-check path.
+        // goschedImpl call (or preemptPark) on the stack-check path.
         let stack_check = traced
             .events
             .iter()
@@ -216,40 +216,51 @@ fn coop_with_asyncpreemptoff_is_preempted_at_function_prologues() {
 }
 
 /// With the newest release, every link of the chain that the binary exposes is seen at
-/// least once in a workload that has sysmon, async and GC preemptions.
+/// least once in a workload that has sysmon, async and GC preemptions and voluntary
+/// yields.
 #[test]
 fn demo_exercises_every_attached_link() {
     let env = env();
     let release = env.newest();
     let fixture = env.fixture(release, "default", "demo");
-    let traced = trace_command(&env, &[], &fixture, &[], &[]);
+    let traced = trace_command(&env, &["--yields"], &fixture, &[], &[]);
+    let mut seen = 0;
     for probe in traced.summary["probes"].as_array().expect("probes") {
         if probe["attached"] != true {
             continue;
         }
-        let program = probe["program"].as_str().unwrap();
-        let kinds: &[&str] = match program {
-            "go_retake" => &["sysmon_tick"],
-            "go_preemptone" => &["preempt_request"],
-            "go_signalm" => &["signal_m"],
-            "tp_sys_enter_tgkill" => &["tgkill"],
-            "tp_signal_generate" => &["signal_generate"],
-            "tp_signal_deliver" => &["signal_deliver"],
-            "go_do_sig_preempt" => &["do_sig_preempt"],
-            "go_async_preempt2" => &["async_preempt"],
-            "go_gosched_impl" => &["gosched"],
-            "go_preempt_park" => &["preempt_park"],
-            "go_suspend_g" => &["suspend_g"],
-            "go_execute" => &["execute"],
-            other => panic!("{release}: unexpected attached program {other}"),
+        let (link, target) = (
+            probe["link"].as_str().unwrap(),
+            probe["target"].as_str().unwrap(),
+        );
+        let kind = match (link, target) {
+            (_, "runtime.retake") => "sysmon_tick",
+            (_, "runtime.preemptone") => "preempt_request",
+            (_, "runtime.signalM") => "signal_m",
+            (_, "syscalls:sys_enter_tgkill") => "tgkill",
+            (_, "raw:signal_generate" | "signal:signal_generate") => "signal_generate",
+            (_, "raw:signal_deliver" | "signal:signal_deliver") => "signal_deliver",
+            (_, "runtime.doSigPreempt") => "do_sig_preempt",
+            (_, "runtime.asyncPreempt2") => "async_preempt",
+            ("yield", "calls to runtime.goschedImpl") => "yield",
+            (_, "calls to runtime.goschedImpl") => "gosched",
+            (_, "runtime.preemptPark") => "preempt_park",
+            (_, "runtime.suspendG") => "suspend_g",
+            (_, "runtime.execute") => "execute",
+            other => panic!("{release}: unexpected attached probe {other:?}"),
         };
-        for kind in kinds {
-            assert!(
-                traced.count(kind) > 0,
-                "{release}: {program} attached but no {kind} event: {}",
-                traced.summary
-            );
-        }
+        seen += 1;
+        assert!(
+            traced.count(kind) > 0,
+            "{release}: {target} attached but no {kind} event: {}",
+            traced.summary
+        );
     }
+    assert!(seen >= 11, "{release}: only {seen} probes attached");
+    // The kernel's exact count of yields, and one record per yield on the bulk ring.
+    let yields = traced.summary["preemptions"]["voluntary_yields"]
+        .as_u64()
+        .expect("yields counted with --yields");
+    assert_eq!(yields, traced.count("yield"), "{release}: yield records");
     assert_nothing_lost(&traced, release);
 }

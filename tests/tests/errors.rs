@@ -39,11 +39,15 @@ fn usage_errors_exit_2() {
         &["--pid", "0"][..],
         &["--pid", "1", "--", "x"],
         &[],
+        &["--json"],
         &["--bogus"],
+        &["--pid", "1", "-d", "1e20"],
+        &["--pid", "1", "-d", "18446744073709551615"],
+        &["--pid", "1", "--go-layout", "banana"],
     ] {
         let (code, stderr) = goprobe_fails(&env, args, None);
-        let expected = if args.is_empty() { 1 } else { 2 };
-        assert_eq!(code, expected, "{args:?}: {stderr}");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
 
@@ -148,7 +152,8 @@ fn missing_probe_function_is_reported_and_the_rest_traced() {
     let _ = std::fs::remove_file(&path);
     assert!(
         traced.stderr.contains("runtime.preemptPark")
-            && traced.stderr.contains("park link is not observed"),
+            && traced.stderr.contains("off CPU link (goroutine parked")
+            && traced.stderr.contains("is not observed"),
         "{}",
         traced.stderr
     );

@@ -133,7 +133,7 @@ const STAMPS: [(&str, &[&str], bool); 9] = [
     ("deliver", &["signal_deliver"], false),
     ("handler", &["do_sig_preempt"], false),
     ("preempt", &["async_preempt"], false),
-    ("off", &["gosched", "gopreempt_m", "preempt_park"], false),
+    ("off", &["gosched", "preempt_park"], false),
 ];
 
 /// An event as the trace shows it: (ts, tid, name).
@@ -213,7 +213,7 @@ fn expected_slices(traced: &Traced) -> Vec<(u64, String, u64, u64, String)> {
                     slices.push((tid, format!("g{g}"), begin, ts, kind.clone()));
                 }
             }
-            "gosched" | "gopreempt_m" | "preempt_park" => {
+            "gosched" | "yield" | "preempt_park" => {
                 let g = goid();
                 if open.get(&tid).is_some_and(|(open_g, _)| *open_g == g) {
                     let (_, begin) = open.remove(&tid).expect("open slice");

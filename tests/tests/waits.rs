@@ -89,7 +89,7 @@ fn each_gosched_wait_ends_with_the_spinners_preemption() {
     let env = env();
     for release in &env.releases {
         let fixture = env.fixture(release, "default", "latency");
-        let traced = trace_command(&env, &[], &fixture, &["-samples", "20"], &[]);
+        let traced = trace_command(&env, &["--yields"], &fixture, &["-samples", "20"], &[]);
         let result = traced.fixture();
         assert_eq!(result["timed_out"], false, "{release}: {result}");
         let (starts, waits) = (
@@ -112,7 +112,7 @@ fn each_gosched_wait_ends_with_the_spinners_preemption() {
         let main = u64_of(result, "main_goid");
         let window = starts[0]..=starts[starts.len() - 1] + waits[waits.len() - 1];
         let yields = traced
-            .events_of("gosched")
+            .events_of("yield")
             .filter(|e| e["goid"] == main && e["action"] == "yield")
             .filter(|e| e["ts_ns"].as_u64().is_some_and(|ts| window.contains(&ts)))
             .count();

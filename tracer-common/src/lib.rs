@@ -2,8 +2,8 @@
 //! (`tracer`).
 //!
 //! Everything that crosses the kernel/user boundary is defined here once: map, program
-//! and global names, the wire records the BPF programs submit to the ring buffer, and the
-//! configuration global the loader fills in before load.
+//! and global names, the wire records the BPF programs submit to the ring buffers, and
+//! the configuration userspace writes into maps and globals.
 //!
 //! Wire-record rules: `#[repr(C)]`, explicit padding, only integer fields (no `bool`,
 //! `Option` or enums — their invalid bit patterns would be undefined behaviour on the
@@ -11,7 +11,9 @@
 //! [`EventHeader`]. `aya::Pod` impls exist only under the `user` feature.
 #![no_std]
 
+pub mod config;
 pub mod names;
 pub mod records;
 
+pub use config::*;
 pub use records::*;

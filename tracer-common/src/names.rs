@@ -2,10 +2,20 @@
 //! compile error on one side or a load error ("symbol not found") on the other, never a
 //! silently unused map.
 
-/// Ring buffer carrying every record to userspace.
+/// Ring buffer of the preemption chain's records ([`crate::Stream::Chain`]).
 pub const EVENTS: &str = "EVENTS";
-/// `HashMap<u32 tgid, u32 flags>`: the processes whose events are kept.
+/// Ring buffer of the high-rate records ([`crate::Stream::Bulk`]): voluntary yields and
+/// `execute`, only with `--slices`. A flood here never takes room from [`EVENTS`].
+pub const BULK: &str = "BULK";
+/// `HashMap<u32 host tgid, TracedProcess>`: the processes whose events are kept, each
+/// with its binary and its kernel-side counters.
 pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
+/// `PerCpuHashMap<u32 host tgid, u64>`: voluntary yields (`runtime.Gosched`) per process,
+/// counted in the kernel instead of sent one record each (a Gosched-heavy program makes
+/// millions a second). Only where yields are observed (`--yields`, `--slices`).
+pub const YIELDS: &str = "YIELDS";
+/// `Array<BinaryConfig>`: struct offsets and addresses of each traced binary.
+pub const BINARIES: &str = "BINARIES";
 /// `PerCpuArray<u64>` indexed by [`crate::EventKind`]: records submitted.
 pub const SUBMITTED: &str = "SUBMITTED";
 /// `PerCpuArray<u64>` indexed by [`crate::EventKind`]: records lost because the ring
@@ -14,38 +24,27 @@ pub const LOST: &str = "LOST";
 /// `PerCpuArray<u64>` indexed by [`crate::EventKind`]: reads of Go memory that failed
 /// (the record is still sent, with the affected fields zeroed).
 pub const READ_ERRORS: &str = "READ_ERRORS";
+/// `PerCpuArray<u64>` indexed by [`crate::Stream`]: the per-CPU record sequence
+/// ([`crate::EventHeader::seq`]).
+pub const SEQUENCE: &str = "SEQUENCE";
 
-/// Global [`crate::ProbeConfig`]: Go struct offsets of the traced binary.
-pub const PROBE_CONFIG: &str = "PROBE_CONFIG";
+/// Global [`crate::Settings`] of the run.
+pub const SETTINGS: &str = "SETTINGS";
 
 /// Program names: each is named after what it hooks.
 pub mod programs {
-    /// uprobe on `runtime.retake(now int64)`: one sysmon tick.
-    pub const GO_RETAKE: &str = "go_retake";
-    /// uprobe on `runtime.preemptone(pp *p)`: a preemption request for one P.
-    pub const GO_PREEMPTONE: &str = "go_preemptone";
-    /// uprobe on `runtime.preemptM(mp *m)`, only where a binary has the symbol.
-    pub const GO_PREEMPTM: &str = "go_preemptm";
-    /// uprobe on `runtime.signalM(mp *m, sig int)`, SIGURG only.
-    pub const GO_SIGNALM: &str = "go_signalm";
-    /// uprobe on `runtime.doSigPreempt(gp *g, ctxt *sigctxt)`: the handler's decision.
-    pub const GO_DO_SIG_PREEMPT: &str = "go_do_sig_preempt";
-    /// uprobe on `runtime.asyncPreempt2()`: an asynchronous preemption.
-    pub const GO_ASYNC_PREEMPT2: &str = "go_async_preempt2";
-    /// uprobe on `runtime.goschedImpl(gp *g[, preempted bool])`.
-    pub const GO_GOSCHED_IMPL: &str = "go_gosched_impl";
-    /// uprobe on `runtime.gopreempt_m(gp *g)`, where it is a real function.
-    pub const GO_GOPREEMPT_M: &str = "go_gopreempt_m";
-    /// uprobe on `runtime.preemptPark(gp *g)`.
-    pub const GO_PREEMPT_PARK: &str = "go_preempt_park";
-    /// uprobe on `runtime.suspendG(gp *g)`: the GC asking a goroutine to stop.
-    pub const GO_SUSPEND_G: &str = "go_suspend_g";
-    /// uprobe on `runtime.execute(gp *g, inheritTime bool)`: a goroutine starts running.
-    pub const GO_EXECUTE: &str = "go_execute";
+    /// uprobe on every hooked Go runtime function of a binary; the attach cookie (an
+    /// [`crate::EventKind`]) says which. One program, so that on kernels with
+    /// uprobe_multi (6.6+) a whole binary is one link.
+    pub const GO_RUNTIME: &str = "go_runtime";
     /// tracepoint `syscalls/sys_enter_tgkill`, SIGURG only.
     pub const TP_SYS_ENTER_TGKILL: &str = "tp_sys_enter_tgkill";
-    /// tracepoint `signal/signal_generate`, SIGURG only.
+    /// raw tracepoint `signal_generate`, SIGURG only (BTF kernels: cheap to detach).
+    pub const RAW_SIGNAL_GENERATE: &str = "raw_signal_generate";
+    /// raw tracepoint `signal_deliver`, SIGURG only.
+    pub const RAW_SIGNAL_DELIVER: &str = "raw_signal_deliver";
+    /// tracepoint `signal/signal_generate` (the fallback without BTF).
     pub const TP_SIGNAL_GENERATE: &str = "tp_signal_generate";
-    /// tracepoint `signal/signal_deliver`, SIGURG only.
+    /// tracepoint `signal/signal_deliver` (the fallback without BTF).
     pub const TP_SIGNAL_DELIVER: &str = "tp_signal_deliver";
 }

@@ -1,9 +1,12 @@
 //! Wire records (kernel → user) and the configuration global (user → kernel).
 
 /// What a record is. Stored as `u32` in [`EventHeader::kind`]; the user side converts with
-/// `EventKind::try_from`, so an unknown value is an error, not undefined behaviour.
+/// `EventKind::try_from`, so an unknown value is an error, not undefined behaviour. For
+/// uprobes the kind is also the attach cookie that tells the one dispatching program which
+/// runtime function it is in.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(num_enum::TryFromPrimitive))]
 pub enum EventKind {
     /// `runtime.retake` entered: one sysmon tick. Record: [`SysmonTick`].
     SysmonTick = 1,
@@ -23,18 +26,22 @@ pub enum EventKind {
     DoSigPreempt = 8,
     /// `runtime.asyncPreempt2` entered: asynchronous preemption. Record: [`GoroutineHook`].
     AsyncPreempt2 = 9,
-    /// `runtime.goschedImpl` entered. Record: [`GoroutineHook`].
-    GoschedImpl = 10,
-    /// `runtime.gopreempt_m` entered (Go 1.21 only: a real function there). Record:
+    /// `runtime.goschedImpl` called on a preemption path (from `newstack`, `gopreempt_m`
+    /// or `asyncPreempt2`): a preempted goroutine is put back on a run queue. The probes
+    /// sit on those call sites, so voluntary yields never reach them. Record:
     /// [`GoroutineHook`].
-    GopreemptM = 11,
+    GoschedImpl = 10,
+    /// `runtime.goschedImpl` called from `gosched_m` or `goschedguarded_m`: a voluntary
+    /// yield (`runtime.Gosched`). Attached only for `--yields` (counted in the kernel) and
+    /// `--slices` (also a record on the bulk ring). Record: [`GoroutineHook`].
+    Yield = 11,
     /// `runtime.preemptPark` entered. Record: [`GoroutineHook`].
     PreemptPark = 12,
     /// `runtime.suspendG` entered: the GC asks a goroutine to stop for a stack scan.
     /// Record: [`GoroutineHook`].
     SuspendG = 13,
-    /// `runtime.execute` entered: a goroutine starts running on this thread (opt-in: it
-    /// fires on every goroutine switch). Record: [`GoroutineHook`].
+    /// `runtime.execute` entered: a goroutine starts running on this thread (`--slices`
+    /// only: it fires on every goroutine switch; bulk ring). Record: [`GoroutineHook`].
     Execute = 14,
 }
 
@@ -53,32 +60,33 @@ impl EventKind {
         EventKind::DoSigPreempt,
         EventKind::AsyncPreempt2,
         EventKind::GoschedImpl,
-        EventKind::GopreemptM,
+        EventKind::Yield,
         EventKind::PreemptPark,
         EventKind::SuspendG,
         EventKind::Execute,
     ];
 }
 
-impl TryFrom<u32> for EventKind {
-    type Error = u32;
-
-    fn try_from(value: u32) -> Result<Self, u32> {
-        EventKind::ALL
-            .into_iter()
-            .find(|kind| *kind as u32 == value)
-            .ok_or(value)
-    }
+/// The two ring buffers, by how often they are written.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// [`crate::names::EVENTS`]: the preemption chain (requests, signals, handler,
+    /// preemptions): rare, and never crowded out by the bulk.
+    Chain = 0,
+    /// [`crate::names::BULK`]: voluntary yields and `execute` (`--slices`): up to
+    /// millions a second.
+    Bulk = 1,
 }
+
+/// Number of [`Stream`]s: the length of [`crate::names::SEQUENCE`].
+pub const STREAM_COUNT: u32 = 2;
 
 /// Linux's SIGURG on x86_64, the signal the Go runtime uses for preemption (`sigPreempt`).
 pub const SIGURG: u32 = 23;
 
 /// Goroutine id when it could not be read (offset unknown or the read failed).
 pub const GOID_UNKNOWN: u64 = u64::MAX;
-
-/// [`ProbeConfig`] offset value meaning "not known for this binary: don't read".
-pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
 /// Fixed header at the start of every record.
 #[repr(C)]
@@ -94,6 +102,10 @@ pub struct EventHeader {
     pub cpu: u32,
     /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC nanoseconds, the clock of Go's `nanotime`.
     pub ts_ns: u64,
+    /// This CPU's count of records it tried to put in this record's [`Stream`], this one
+    /// included. Consecutive on each CPU unless records were lost in between: a gap tells
+    /// userspace when a loss happened, so it can mark the attempts it touched.
+    pub seq: u64,
 }
 
 /// [`EventKind::SysmonTick`]: `runtime.retake(now int64) uint32`; the current thread is
@@ -120,7 +132,8 @@ pub struct PreemptRequest {
     /// (CLOCK_MONOTONIC ns), so `now - schedwhen` bounds how long the G has run. 0 if
     /// unknown.
     pub schedwhen_ns: i64,
-    /// `pp.m.procid`: kernel thread id of the M running the P (0 if none/unknown).
+    /// `pp.m.procid`: thread id of the M running the P (0 if none/unknown), in the
+    /// target's pid namespace (userspace maps it to the host's).
     pub m_tid: u64,
     /// `pp.m.curg.goid`: the goroutine asked to stop ([`GOID_UNKNOWN`] if not read).
     pub goid: u64,
@@ -140,7 +153,8 @@ pub struct SignalM {
     pub m_addr: u64,
     /// Return address at entry (`[RSP]`): `preemptone` (sysmon, STW) or `suspendG` (GC).
     pub caller_pc: u64,
-    /// `mp.procid`: kernel thread id the signal is aimed at (0 if unknown).
+    /// `mp.procid`: thread id the signal is aimed at (0 if unknown), in the target's pid
+    /// namespace.
     pub m_tid: u64,
     /// `mp.id` (-1 if unknown).
     pub m_id: i64,
@@ -153,7 +167,8 @@ pub struct SignalM {
     pub sig: u32,
 }
 
-/// [`EventKind::Tgkill`]: tracepoint `syscalls/sys_enter_tgkill` with sig == SIGURG.
+/// [`EventKind::Tgkill`]: tracepoint `syscalls/sys_enter_tgkill` with sig == SIGURG. The
+/// arguments are ids in the sender's pid namespace; the header's are the host's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tgkill {
@@ -170,7 +185,7 @@ pub struct Tgkill {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SignalGenerate {
     pub header: EventHeader,
-    /// Thread the signal is for (the tracepoint's `pid`).
+    /// Thread the signal is for, host tid (the tracepoint's `pid`, `task->pid`).
     pub target_tid: u32,
     pub sig: u32,
     /// `si_code` (SI_TKILL = -6 for tgkill).
@@ -209,9 +224,10 @@ pub struct SignalDeliver {
 
 /// Flags in [`GoroutineHook::flags`].
 pub mod goroutine_flags {
-    /// `goschedImpl`'s `preempted` argument (RBX, Go 1.22+) was true.
+    /// `goschedImpl` is on a preemption path: called from one (its probe sits on the
+    /// call), or its `preempted` argument (RBX, Go 1.22+) was true.
     pub const PREEMPTED: u32 = 1 << 0;
-    /// The `preempted` argument exists in this Go release, so [`PREEMPTED`] is meaningful.
+    /// [`PREEMPTED`] is meaningful.
     pub const PREEMPTED_KNOWN: u32 = 1 << 1;
     /// `gp.preempt` was set (the runtime wants this goroutine to stop).
     pub const G_PREEMPT: u32 = 1 << 2;
@@ -222,7 +238,7 @@ pub mod goroutine_flags {
 }
 
 /// [`EventKind::DoSigPreempt`], [`EventKind::AsyncPreempt2`], [`EventKind::GoschedImpl`],
-/// [`EventKind::GopreemptM`], [`EventKind::PreemptPark`], [`EventKind::SuspendG`],
+/// [`EventKind::Yield`], [`EventKind::PreemptPark`], [`EventKind::SuspendG`],
 /// [`EventKind::Execute`]: a runtime function that acts on one goroutine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -234,8 +250,8 @@ pub struct GoroutineHook {
     pub goid: u64,
     /// `doSigPreempt`: the interrupted PC from the signal context. `asyncPreempt2`: the PC
     /// the goroutine resumes at (return address of `asyncPreempt`). `goschedImpl`,
-    /// `gopreempt_m`, `preemptPark`: `g.sched.pc`, which `morestack` set to the failing
-    /// function's prologue on the stack-check path. Else 0.
+    /// `preemptPark`: `g.sched.pc`, which `morestack` set to the failing function's
+    /// prologue on the stack-check path. Else 0.
     pub pc: u64,
     /// `g.atomicstatus` (`_Grunning` = 2, ...; u32::MAX if unread).
     pub g_status: u32,
@@ -243,60 +259,15 @@ pub struct GoroutineHook {
     pub flags: u32,
 }
 
-/// Struct offsets and per-release facts for the traced binary, set as a global before
-/// load. An offset of [`OFFSET_UNKNOWN`] makes the kernel side skip that read.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbeConfig {
-    pub g_goid: u32,
-    pub g_atomicstatus: u32,
-    pub g_preempt: u32,
-    pub g_preempt_stop: u32,
-    pub m_procid: u32,
-    pub m_id: u32,
-    pub m_curg: u32,
-    pub m_p: u32,
-    pub p_id: u32,
-    pub p_m: u32,
-    pub p_schedtick: u32,
-    /// Offset of `p.sysmontick.schedwhen` from the start of `p`.
-    pub p_sysmontick_schedwhen: u32,
-    /// Offset of `g.sched.pc`.
-    pub g_sched_pc: u32,
-    /// 1 if `goschedImpl` takes `preempted bool` in RBX (Go 1.22+).
-    pub gosched_has_preempted_arg: u32,
-}
-
-impl ProbeConfig {
-    /// Nothing known: the kernel side reads no Go memory, records carry only registers.
-    pub const UNKNOWN: ProbeConfig = ProbeConfig {
-        g_goid: OFFSET_UNKNOWN,
-        g_atomicstatus: OFFSET_UNKNOWN,
-        g_preempt: OFFSET_UNKNOWN,
-        g_preempt_stop: OFFSET_UNKNOWN,
-        m_procid: OFFSET_UNKNOWN,
-        m_id: OFFSET_UNKNOWN,
-        m_curg: OFFSET_UNKNOWN,
-        m_p: OFFSET_UNKNOWN,
-        p_id: OFFSET_UNKNOWN,
-        p_m: OFFSET_UNKNOWN,
-        p_schedtick: OFFSET_UNKNOWN,
-        p_sysmontick_schedwhen: OFFSET_UNKNOWN,
-        g_sched_pc: OFFSET_UNKNOWN,
-        gosched_has_preempted_arg: 0,
-    };
-}
-
 const _: () = {
-    assert!(core::mem::size_of::<EventHeader>() == 24);
-    assert!(core::mem::size_of::<SysmonTick>() == 32);
-    assert!(core::mem::size_of::<PreemptRequest>() == 72);
-    assert!(core::mem::size_of::<SignalM>() == 72);
-    assert!(core::mem::size_of::<Tgkill>() == 40);
-    assert!(core::mem::size_of::<SignalGenerate>() == 48);
-    assert!(core::mem::size_of::<SignalDeliver>() == 48);
-    assert!(core::mem::size_of::<GoroutineHook>() == 56);
-    assert!(core::mem::size_of::<ProbeConfig>() == 56);
+    assert!(core::mem::size_of::<EventHeader>() == 32);
+    assert!(core::mem::size_of::<SysmonTick>() == 40);
+    assert!(core::mem::size_of::<PreemptRequest>() == 80);
+    assert!(core::mem::size_of::<SignalM>() == 80);
+    assert!(core::mem::size_of::<Tgkill>() == 48);
+    assert!(core::mem::size_of::<SignalGenerate>() == 56);
+    assert!(core::mem::size_of::<SignalDeliver>() == 56);
+    assert!(core::mem::size_of::<GoroutineHook>() == 64);
 };
 
 #[cfg(feature = "user")]
@@ -313,5 +284,4 @@ mod pod {
     unsafe impl aya::Pod for SignalGenerate {}
     unsafe impl aya::Pod for SignalDeliver {}
     unsafe impl aya::Pod for GoroutineHook {}
-    unsafe impl aya::Pod for ProbeConfig {}
 }

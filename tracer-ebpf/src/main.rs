@@ -1,13 +1,19 @@
 //! goprobe's kernel side.
 //!
 //! Uprobes on Go runtime functions and tracepoints on signal delivery. Each program only
-//! filters (traced tgid, SIGURG), reads registers and a few words of Go memory at offsets
-//! the loader supplies in [`PROBE_CONFIG`], timestamps, and submits one record to the
-//! [`EVENTS`] ring buffer. Symbol resolution, pairing and formatting live in userspace.
+//! filters (traced process, SIGURG, preemption path), reads registers and a few words of
+//! Go memory at offsets userspace supplies, timestamps, and submits one record. Symbol
+//! resolution, pairing and formatting live in userspace.
 //!
-//! One file per hooked subsystem: [`sysmon`] (tick and preemption requests), [`signal`]
-//! (the kernel's view of SIGURG) and [`goroutine`] (the handler and the preemption
-//! itself).
+//! - [`runtime`]: the one uprobe program, `go_runtime`, attached to every hooked runtime
+//!   function of a binary; the attach cookie says which, and it dispatches to
+//! - [`sysmon`] (tick and preemption requests) and [`goroutine`] (the handler, the
+//!   preemption itself, where the goroutine goes next);
+//! - [`signal`]: the kernel's view of SIGURG (tgkill, generation, delivery).
+//!
+//! Two ring buffers: [`EVENTS`] for the preemption chain and [`BULK`] for the high-rate
+//! records (voluntary yields and `execute`, only with `--slices`), so a flood of the
+//! latter can never push out the former. Voluntary yields are otherwise only counted.
 //!
 //! All Go hooks are entry uprobes (or uprobes at an offset inside the prologue): never
 //! uretprobes, which corrupt goroutine stacks when the runtime moves them.
@@ -15,6 +21,7 @@
 #![no_main]
 
 mod goroutine;
+mod runtime;
 mod signal;
 mod sysmon;
 
@@ -22,21 +29,35 @@ use aya_ebpf::{
     EbpfContext, Global,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use aya_log_ebpf::debug;
-use tracer_common::{EventHeader, EventKind, KIND_COUNT, OFFSET_UNKNOWN, ProbeConfig};
+use tracer_common::{
+    BinaryConfig, EventHeader, EventKind, Field, KIND_COUNT, MAX_BINARIES, MAX_PROCESSES,
+    OFFSET_UNKNOWN, STREAM_COUNT, Settings, Stream, TracedProcess, TracepointFields,
+};
 
-/// Default ring buffer size; userspace overrides it with `--ringbuf-size`.
-const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
+/// Default size of [`EVENTS`]; userspace sets it (`--ringbuf-kib`).
+const DEFAULT_CHAIN_BYTES: u32 = 1 << 20;
+/// Default size of [`BULK`]: one page, the smallest ring, when nothing goes there.
+const DEFAULT_BULK_BYTES: u32 = 4096;
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_CHAIN_BYTES, 0);
 
-/// Processes being traced (tgid → unused flags). Uprobes are already scoped to the
-/// target by the kernel; tracepoints see every process and filter here.
 #[map]
-static TRACED_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+static BULK: RingBuf = RingBuf::with_byte_size(DEFAULT_BULK_BYTES, 0);
+
+/// Traced processes by host tgid. Uprobes fire for every process mapping a probed
+/// binary, tracepoints for every process on the host: both stop here for the others.
+#[map]
+static TRACED_TGIDS: HashMap<u32, TracedProcess> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+#[map]
+static YIELDS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_PROCESSES, 0);
+
+#[map]
+static BINARIES: Array<BinaryConfig> = Array::with_max_entries(MAX_BINARIES, 0);
 
 #[map]
 static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_COUNT, 0);
@@ -47,20 +68,53 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_COUNT, 0);
 #[map]
 static READ_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_COUNT, 0);
 
-#[unsafe(no_mangle)]
-static PROBE_CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig::UNKNOWN);
+#[map]
+static SEQUENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(STREAM_COUNT, 0);
 
-/// The current task's header, or `None` if its process is not traced.
+#[unsafe(no_mangle)]
+static SETTINGS: Global<Settings> = Global::new(Settings {
+    bulk: 0,
+    task_pid: OFFSET_UNKNOWN,
+    tracepoints: TracepointFields {
+        tgkill_tgid: 16,
+        tgkill_pid: 24,
+        tgkill_sig: 32,
+        generate_sig: 8,
+        generate_code: 16,
+        generate_pid: 36,
+        generate_group: 40,
+        generate_result: 44,
+        deliver_sig: 8,
+        deliver_code: 16,
+    },
+});
+
+/// The traced process the current task belongs to.
 #[inline(always)]
-fn traced_header<C: EbpfContext>(ctx: &C, kind: EventKind) -> Option<EventHeader> {
-    // SAFETY: the value is a plain u32 and is only tested for presence.
-    unsafe { TRACED_TGIDS.get(ctx.tgid()) }?;
-    Some(header(ctx, kind))
+fn traced_process(tgid: u32) -> Option<&'static TracedProcess> {
+    // SAFETY: userspace only inserts and removes whole entries; the value is plain data.
+    unsafe { TRACED_TGIDS.get(tgid) }
 }
 
-/// The current task's header, unfiltered.
+/// Whether the current task belongs to a traced process.
 #[inline(always)]
-fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
+fn is_traced(tgid: u32) -> bool {
+    // SAFETY: presence test only.
+    unsafe { TRACED_TGIDS.get(tgid) }.is_some()
+}
+
+/// The current task's header for a record of `kind` in `stream`; takes the next number of
+/// this CPU's sequence for that stream.
+#[inline(always)]
+fn header<C: EbpfContext>(ctx: &C, kind: EventKind, stream: Stream) -> EventHeader {
+    let seq = match SEQUENCE.get_ptr_mut(stream as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
+    };
     EventHeader {
         kind: kind as u32,
         tid: ctx.pid(),
@@ -68,13 +122,18 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
         // SAFETY: helpers without preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() },
         ts_ns: unsafe { bpf_ktime_get_ns() },
+        seq,
     }
 }
 
-/// Copies `record` into the ring buffer and counts it as submitted or lost.
+/// Copies `record` into `stream`'s ring buffer and counts it as submitted or lost.
 #[inline(always)]
-fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
-    match EVENTS.output::<T>(record, 0) {
+fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, stream: Stream, record: &T) {
+    let ring = match stream {
+        Stream::Chain => &EVENTS,
+        Stream::Bulk => &BULK,
+    };
+    match ring.output::<T>(record, 0) {
         Ok(()) => bump(&SUBMITTED, kind),
         Err(_) => {
             bump(&LOST, kind);
@@ -94,11 +153,18 @@ fn bump(counter: &PerCpuArray<u64>, kind: EventKind) {
     }
 }
 
-/// Reads a `T` from Go memory at `base + offset`, or `None` if the offset is unknown, the
-/// base is nil, or the read faults (the latter counted in [`READ_ERRORS`] and, with
-/// `goprobe -vv`, logged: the usual sign of a wrong struct layout).
+/// Reads a `T` from Go memory at `base + offset of field`, or `None` if the offset is
+/// unknown, the base is nil, or the read faults (the latter counted in [`READ_ERRORS`]
+/// and, with `goprobe -vv`, logged: the usual sign of a wrong struct layout).
 #[inline(always)]
-fn read_go<T, C: EbpfContext>(ctx: &C, kind: EventKind, base: u64, offset: u32) -> Option<T> {
+fn read_go<T, C: EbpfContext>(
+    ctx: &C,
+    kind: EventKind,
+    binary: &BinaryConfig,
+    base: u64,
+    field: Field,
+) -> Option<T> {
+    let offset = binary.offset(field);
     if offset == OFFSET_UNKNOWN || base == 0 {
         return None;
     }
@@ -123,9 +189,16 @@ fn read_go<T, C: EbpfContext>(ctx: &C, kind: EventKind, base: u64, offset: u32) 
 
 /// `g.goid` of the goroutine at `g_addr`.
 #[inline(always)]
-fn read_goid<C: EbpfContext>(ctx: &C, kind: EventKind, g_addr: u64) -> u64 {
-    read_go::<u64, C>(ctx, kind, g_addr, PROBE_CONFIG.load().g_goid)
+fn read_goid<C: EbpfContext>(ctx: &C, kind: EventKind, binary: &BinaryConfig, g_addr: u64) -> u64 {
+    read_go::<u64, C>(ctx, kind, binary, g_addr, Field::GGoid)
         .unwrap_or(tracer_common::GOID_UNKNOWN)
+}
+
+/// A word of user memory, `None` if unreadable.
+#[inline(always)]
+fn read_user(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user fails instead of faulting.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
 #[cfg(not(test))]

@@ -1,34 +1,37 @@
 //! The kernel's view of SIGURG: `tgkill` entry, signal generation (queued, or coalesced
 //! with one already pending) and delivery to the target thread.
 //!
-//! Field offsets are those of this kernel's tracefs `format` files (6.x, stable ABI of
-//! these tracepoints since 3.x).
+//! Generation and delivery come from raw tracepoints where the kernel has BTF (their
+//! links detach without an RCU wait under the kernel's `event_mutex`, unlike perf
+//! tracepoints), else from the classic tracepoints. `tgkill` is a syscall event, which
+//! only exists as a classic tracepoint. Classic field offsets come from tracefs `format`
+//! files and `task_struct.pid` from the kernel's BTF, through [`SETTINGS`].
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::pt_regs,
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{EventKind, SIGURG, SignalDeliver, SignalGenerate, Tgkill};
+use tracer_common::{
+    EventKind, OFFSET_UNKNOWN, SIGURG, SignalDeliver, SignalGenerate, Stream, Tgkill,
+};
 
-use crate::{TRACED_TGIDS, header, submit, traced_header};
+use crate::{SETTINGS, header, is_traced, submit};
 
-// syscalls/sys_enter_tgkill
-const TGKILL_TGID: usize = 16;
-const TGKILL_PID: usize = 24;
-const TGKILL_SIG: usize = 32;
-// signal/signal_generate
-const GENERATE_SIG: usize = 8;
-const GENERATE_CODE: usize = 16;
-const GENERATE_PID: usize = 36;
-const GENERATE_GROUP: usize = 40;
-const GENERATE_RESULT: usize = 44;
-// signal/signal_deliver
-const DELIVER_SIG: usize = 8;
-const DELIVER_CODE: usize = 16;
+/// `si_code` in `struct kernel_siginfo` (after `si_signo` and `si_errno`): kernel ABI.
+const SIGINFO_CODE: u64 = 8;
+/// `SEND_SIG_NOINFO` and `SEND_SIG_PRIV`: the special `info` pointers 0 and 1.
+const SEND_SIG_PRIV: u64 = 1;
+/// `si_code` the kernel reports for them (`SI_USER`, `SI_KERNEL`).
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
 
-/// `tgkill(tgid, tid, sig)` with sig == SIGURG aimed at a traced process.
+/// `tgkill(tgid, tid, sig)` with sig == SIGURG, sent by a traced process or aimed at one.
+/// The Go runtime signals its own threads, so the sender test covers every process, in a
+/// pid namespace too (where `tgid` is not the host's); the target test adds SIGURGs sent
+/// from outside, by host pid.
 #[tracepoint]
 pub fn tp_sys_enter_tgkill(ctx: TracePointContext) -> u32 {
     let _ = try_tgkill(&ctx);
@@ -37,28 +40,77 @@ pub fn tp_sys_enter_tgkill(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
+    let fields = SETTINGS.load().tracepoints;
     // SAFETY: offsets from the tracepoint's format; reads are bounds-checked helpers.
-    let sig = unsafe { ctx.read_at::<u64>(TGKILL_SIG) }.ok()? as u32;
+    let sig = unsafe { ctx.read_at::<u64>(fields.tgkill_sig as usize) }.ok()? as u32;
     if sig != SIGURG {
         return None;
     }
-    let target_tgid = unsafe { ctx.read_at::<u64>(TGKILL_TGID) }.ok()? as u32;
-    // SAFETY: presence test only.
-    unsafe { TRACED_TGIDS.get(target_tgid) }?;
-    let target_tid = unsafe { ctx.read_at::<u64>(TGKILL_PID) }.ok()? as u32;
+    let target_tgid = unsafe { ctx.read_at::<u64>(fields.tgkill_tgid as usize) }.ok()? as u32;
+    if !is_traced(ctx.tgid()) && !is_traced(target_tgid) {
+        return None;
+    }
+    let target_tid = unsafe { ctx.read_at::<u64>(fields.tgkill_pid as usize) }.ok()? as u32;
     let kind = EventKind::Tgkill;
     let record = Tgkill {
-        header: header(ctx, kind),
+        header: header(ctx, kind, Stream::Chain),
         target_tgid,
         target_tid,
         sig,
         _pad: 0,
     };
-    submit(ctx, kind, &record);
+    submit(ctx, kind, Stream::Chain, &record);
     Some(())
 }
 
-/// The kernel generated a SIGURG; the sender (current task) belongs to a traced process.
+/// Raw `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+/// int group, int result)`, in the sender's context; SIGURG from a traced process.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn raw_signal_generate(ctx: RawTracePointContext) -> u32 {
+    let _ = try_raw_signal_generate(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_raw_signal_generate(ctx: &RawTracePointContext) -> Option<()> {
+    let sig = ctx.arg::<u64>(0) as u32;
+    if sig != SIGURG || !is_traced(ctx.tgid()) {
+        return None;
+    }
+    let task_pid = SETTINGS.load().task_pid;
+    if task_pid == OFFSET_UNKNOWN {
+        return None;
+    }
+    let task = ctx.arg::<u64>(2);
+    // SAFETY: bpf_probe_read_kernel fails instead of faulting.
+    let target_tid =
+        unsafe { bpf_probe_read_kernel((task + task_pid as u64) as *const i32) }.unwrap_or(0);
+    let kind = EventKind::SignalGenerate;
+    let record = SignalGenerate {
+        header: header(ctx, kind, Stream::Chain),
+        target_tid: target_tid as u32,
+        sig,
+        code: siginfo_code(ctx.arg::<u64>(1)),
+        group: ctx.arg::<u64>(3) as u32,
+        result: ctx.arg::<u64>(4) as u32,
+        _pad: 0,
+    };
+    submit(ctx, kind, Stream::Chain, &record);
+    Some(())
+}
+
+/// Raw `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)`: a
+/// SIGURG is being delivered to the current (traced) thread.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn raw_signal_deliver(ctx: RawTracePointContext) -> u32 {
+    let sig = ctx.arg::<u64>(0) as u32;
+    if sig == SIGURG && is_traced(ctx.tgid()) {
+        deliver(&ctx, sig, siginfo_code(ctx.arg::<u64>(1)));
+    }
+    0
+}
+
+/// The classic `signal/signal_generate` tracepoint (kernels without BTF).
 #[tracepoint]
 pub fn tp_signal_generate(ctx: TracePointContext) -> u32 {
     let _ = try_signal_generate(&ctx);
@@ -67,55 +119,64 @@ pub fn tp_signal_generate(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
+    let fields = SETTINGS.load().tracepoints;
     // SAFETY: as above.
-    let sig = unsafe { ctx.read_at::<i32>(GENERATE_SIG) }.ok()? as u32;
-    if sig != SIGURG {
+    let sig = unsafe { ctx.read_at::<i32>(fields.generate_sig as usize) }.ok()? as u32;
+    if sig != SIGURG || !is_traced(ctx.tgid()) {
         return None;
     }
+    let read = |offset: u32| unsafe { ctx.read_at::<i32>(offset as usize) }.unwrap_or(0);
     let kind = EventKind::SignalGenerate;
-    let header = traced_header(ctx, kind)?;
-    let record = unsafe {
-        SignalGenerate {
-            header,
-            target_tid: ctx.read_at::<i32>(GENERATE_PID).unwrap_or(0) as u32,
-            sig,
-            code: ctx.read_at::<i32>(GENERATE_CODE).unwrap_or(0),
-            group: ctx.read_at::<i32>(GENERATE_GROUP).unwrap_or(0) as u32,
-            result: ctx.read_at::<i32>(GENERATE_RESULT).unwrap_or(0) as u32,
-            _pad: 0,
-        }
+    let record = SignalGenerate {
+        header: header(ctx, kind, Stream::Chain),
+        target_tid: read(fields.generate_pid) as u32,
+        sig,
+        code: read(fields.generate_code),
+        group: read(fields.generate_group) as u32,
+        result: read(fields.generate_result) as u32,
+        _pad: 0,
     };
-    submit(ctx, kind, &record);
+    submit(ctx, kind, Stream::Chain, &record);
     Some(())
 }
 
-/// A SIGURG is being delivered to the current (traced) thread. Also records where the
-/// thread was in user mode, read from its saved registers.
+/// The classic `signal/signal_deliver` tracepoint (kernels without BTF).
 #[tracepoint]
 pub fn tp_signal_deliver(ctx: TracePointContext) -> u32 {
-    let _ = try_signal_deliver(&ctx);
+    let fields = SETTINGS.load().tracepoints;
+    // SAFETY: as above.
+    let sig = unsafe { ctx.read_at::<i32>(fields.deliver_sig as usize) }.unwrap_or(0) as u32;
+    if sig == SIGURG && is_traced(ctx.tgid()) {
+        let code = unsafe { ctx.read_at::<i32>(fields.deliver_code as usize) }.unwrap_or(0);
+        deliver(&ctx, sig, code);
+    }
     0
 }
 
+/// Submits a [`SignalDeliver`] for the current thread, with where it was in user mode.
 #[inline(always)]
-fn try_signal_deliver(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: as above.
-    let sig = unsafe { ctx.read_at::<i32>(DELIVER_SIG) }.ok()? as u32;
-    if sig != SIGURG {
-        return None;
-    }
+fn deliver<C: EbpfContext>(ctx: &C, sig: u32, code: i32) {
     let kind = EventKind::SignalDeliver;
-    let header = traced_header(ctx, kind)?;
     let (user_pc, user_sp) = user_pc_sp();
     let record = SignalDeliver {
-        header,
+        header: header(ctx, kind, Stream::Chain),
         user_pc,
         user_sp,
         sig,
-        code: unsafe { ctx.read_at::<i32>(DELIVER_CODE) }.unwrap_or(0),
+        code,
     };
-    submit(ctx, kind, &record);
-    Some(())
+    submit(ctx, kind, Stream::Chain, &record);
+}
+
+/// `info->si_code`, or what the kernel reports for the special `info` values.
+#[inline(always)]
+fn siginfo_code(info: u64) -> i32 {
+    match info {
+        0 => SI_USER,
+        SEND_SIG_PRIV => SI_KERNEL,
+        // SAFETY: bpf_probe_read_kernel fails instead of faulting.
+        _ => unsafe { bpf_probe_read_kernel((info + SIGINFO_CODE) as *const i32) }.unwrap_or(0),
+    }
 }
 
 /// User-mode PC and SP of the current task. `signal_deliver` fires in `get_signal`,

@@ -1,4 +1,4 @@
-//! Regenerates `tracer/src/gobin/offsets_table.rs` from the DWARF of reference binaries:
+//! Regenerates `tracer/src/gobin/offsets_table.json` from the DWARF of reference binaries:
 //! `gen_offsets [--check] VERSION=BINARY...` (run by `cargo xtask gen-offsets`, which
 //! builds the binaries with every supported Go release). Refuses when two binaries of one
 //! release disagree; with `--check`, fails if any release given differs from its entry in
@@ -26,9 +26,9 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: gen_offsets [--check] VERSION=BINARY...");
     }
     let entries = offsets::table_entries_from_binaries(&binaries)?;
-    let table = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/gobin/offsets_table.rs");
+    let table = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/gobin/offsets_table.json");
     if !check {
-        std::fs::write(&table, offsets::generate_table_source(&entries))?;
+        std::fs::write(&table, offsets::generate_table_json(&entries))?;
         eprintln!("wrote {} from {} binaries", table.display(), binaries.len());
         return Ok(());
     }

@@ -2,7 +2,7 @@
 
 use std::{num::NonZeroU32, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 
 /// Trace how the Go runtime preempts goroutines in a running Go program, from sysmon's tick
 /// to the goroutine leaving the CPU, with eBPF (uprobes on the runtime, signal tracepoints).
@@ -18,8 +18,13 @@ use clap::{Parser, ValueEnum};
         sudo goprobe --pid 1234 --duration 10    trace for 10 seconds, then summarise\n  \
         sudo goprobe --json -o trace.jsonl -- ./app --flag   start ./app traced from its first instruction\n  \
         sudo goprobe --list-probes --pid 1234    show what would be attached, attach nothing\n\n\
+        With `-- CMD` the command lives as long as the trace: when goprobe stops first\n\
+        (--duration, SIGINT, SIGTERM, an output error) it sends the command SIGINT (for\n\
+        SIGINT) or SIGTERM, waits up to 5 s, then kills it; if goprobe dies the kernel sends\n\
+        the command SIGTERM.\n\n\
         Exit status: 0 ok (with `-- CMD`: the command's own status), 1 runtime error, 2 usage error."
 )]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "command"])))]
 pub struct Cli {
     /// Process id of the Go program to trace.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
@@ -57,6 +62,13 @@ pub struct Cli {
     #[arg(long)]
     pub slices: bool,
 
+    /// Also observe voluntary yields (`runtime.Gosched`): counted exactly in the kernel, and
+    /// one event each on a ring of their own (a flood of them never costs a preemption
+    /// event). One probe hit per yield: off by default, so a Gosched-heavy program pays
+    /// nothing for them. Implied by --slices.
+    #[arg(long)]
+    pub yields: bool,
+
     /// Write a Perfetto trace (protobuf, open it at https://ui.perfetto.dev) to FILE: a
     /// track per thread, goroutine run slices, instants for every link of the chain and
     /// flows joining each preemption attempt. Implies --slices.
@@ -66,7 +78,7 @@ pub struct Cli {
     /// Read Go struct offsets from goprobe's table for this release (e.g. `1.27`) instead
     /// of the binary's DWARF or its own release's entry. For a Go release newer than
     /// goprobe knows, when the nearest layout it assumes gives wrong goroutine ids.
-    #[arg(long, value_name = "RELEASE")]
+    #[arg(long, value_name = "RELEASE", value_parser = parse_go_layout)]
     pub go_layout: Option<String>,
 
     /// Put every uprobe at its function's entry instead of the emulated `PUSHQ BP` after
@@ -114,7 +126,20 @@ impl Cli {
     pub fn format(&self) -> Format {
         if self.json { Format::Json } else { self.format }
     }
+
+    /// Run slices: `execute` and yield records on the bulk ring.
+    pub fn wants_slices(&self) -> bool {
+        self.slices || self.perfetto.is_some()
+    }
+
+    /// Voluntary yields are observed (counted).
+    pub fn wants_yields(&self) -> bool {
+        self.yields || self.wants_slices()
+    }
 }
+
+/// Longest `--duration`: ten years, far beyond any trace, well inside `Duration`.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86_400.0;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -125,7 +150,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             "duration must be a positive number of seconds, not `{text}`"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "duration `{text}` is longer than ten years; leave --duration out to trace until \
+             Ctrl-C"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("duration `{text}`: {err}"))
+}
+
+/// A Go release goprobe has a layout for (`1.27`, `go1.27`, `1.27.3`).
+fn parse_go_layout(text: &str) -> Result<String, String> {
+    let (major, minor) = crate::gobin::offsets::parse_go_version(text)
+        .map_err(|_| format!("`{text}` is not a Go release (expected e.g. 1.27)"))?;
+    match crate::gobin::offsets::from_table(major, minor) {
+        Some((_, true)) => Ok(text.to_owned()),
+        _ => {
+            let (oldest, newest) = crate::gobin::offsets::table_range();
+            Err(format!(
+                "goprobe knows the struct layouts of Go {oldest} to {newest}, not {major}.{minor}"
+            ))
+        }
+    }
 }
 
 fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
@@ -171,12 +217,31 @@ mod tests {
             &["goprobe", "-p", "x"],
             &["goprobe", "-p", "1", "-d", "-3"],
             &["goprobe", "-p", "1", "--ringbuf-kib", "1000"],
+            &["goprobe", "-p", "1", "-d", "1e20"],
+            &["goprobe", "-p", "1", "-d", "1e300"],
+            &["goprobe", "-p", "1", "-d", "18446744073709551615"],
+            &["goprobe", "-p", "1", "-d", "inf"],
+            &["goprobe", "-p", "1", "--go-layout", "banana"],
+            &["goprobe", "-p", "1", "--go-layout", "1.19"],
+            &["goprobe"],
+            &["goprobe", "--json"],
         ] {
             assert!(
                 Cli::try_parse_from(args).is_err(),
                 "{args:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn go_layout_names_the_flag_and_the_known_releases() {
+        let err = Cli::try_parse_from(["goprobe", "-p", "1", "--go-layout", "banana"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--go-layout"), "{err}");
+        assert!(err.contains("not a Go release"), "{err}");
+        let cli = Cli::try_parse_from(["goprobe", "-p", "1", "--go-layout", "1.27"]).unwrap();
+        assert_eq!(cli.go_layout.as_deref(), Some("1.27"));
     }
 
     #[test]

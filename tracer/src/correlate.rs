@@ -41,7 +41,7 @@ impl PreemptPath {
 /// What the runtime did with the goroutine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PreemptAction {
-    /// Back on a run queue (`goschedImpl(gp, preempted=true)` / `gopreempt_m`).
+    /// Back on a run queue (`goschedImpl` called on the preemption path).
     Reschedule,
     /// Parked in `_Gpreempted` for a `suspendG` (GC stack scan), via `preemptPark`.
     Park,
@@ -327,6 +327,9 @@ pub struct Attempt {
     /// Preempted cooperatively while its SIGURG was still in flight: the outcome is known,
     /// the attempt stays open until the handler consumes the signal.
     pub served: Option<Outcome>,
+    /// Records were lost while this attempt was open: a link may be missing and the
+    /// outcome may be wrong.
+    pub events_lost: bool,
 }
 
 impl Attempt {
@@ -395,8 +398,6 @@ const G_RUNNING: u32 = 2;
 struct ThreadState {
     /// `asyncPreempt2` seen on this thread, not yet followed by its reschedule/park.
     pending_async: Option<PendingAsync>,
-    /// Go 1.21: `gopreempt_m` seen; the `goschedImpl` that follows is its continuation.
-    pending_gopreempt_m: Option<u64>,
     /// A request this thread just made (`preemptone`) whose `signalM` would come next:
     /// the target thread of the open attempt.
     awaiting_signal: Option<u32>,
@@ -475,10 +476,27 @@ impl Correlator {
         });
     }
 
+    /// Records were lost just now: marks every open attempt.
+    pub fn mark_loss(&mut self) {
+        let open = self.open.values_mut();
+        let deciding = self.deciding.values_mut().flatten();
+        for attempt in open.chain(deciding) {
+            attempt.events_lost = true;
+        }
+    }
+
     /// Feeds one event, with what symbols say about it.
     pub fn observe(&mut self, event: &Event, hints: Hints) -> Meaning {
         let caller = hints.caller;
         self.now_ns = self.now_ns.max(event.ts_ns);
+        // Run slices and yields come from the bulk ring and take no part in the chain: a
+        // thread's chain records alone decide its attempts, with `--slices` or without.
+        if matches!(event.kind, EventKind::Execute | EventKind::Yield) {
+            return match event.kind {
+                EventKind::Yield => Meaning::VoluntaryYield,
+                _ => Meaning::None,
+            };
+        }
         if !hints.in_async_preempt {
             self.resolve_decision_on_thread(event);
         }
@@ -544,6 +562,7 @@ impl Correlator {
             refused: None,
             outcome: Outcome::Unfinished,
             served: None,
+            events_lost: false,
         }
     }
 
@@ -797,7 +816,6 @@ impl Correlator {
                     g_addr,
                     resume_pc: pc,
                 });
-                thread.pending_gopreempt_m = None;
                 // The injected call belongs to the attempt whose handler injected it: the
                 // newest one still deciding (a handler that ran inside the injected code
                 // was refused at once), else the open one.
@@ -820,20 +838,15 @@ impl Correlator {
                 Meaning::None
             }
             EventKind::PreemptPark => self.preempted(event, g_addr, goid, pc, PreemptAction::Park),
-            EventKind::GopreemptM => {
-                self.thread(event.tid).pending_gopreempt_m = Some(g_addr);
-                self.preempted(event, g_addr, goid, pc, PreemptAction::Reschedule)
-            }
             EventKind::GoschedImpl => match preempted {
-                Some(true) => self.preempted(event, g_addr, goid, pc, PreemptAction::Reschedule),
-                Some(false) => Meaning::VoluntaryYield,
-                // Go 1.21: no flag; `gopreempt_m` just before on this thread means this is
-                // its call, already counted.
-                None if self.thread(event.tid).pending_gopreempt_m.take() == Some(g_addr) => {
-                    Meaning::None
+                // Its probes sit on the preemption path's calls; at the entry (a release
+                // with no such call found) the kernel sends only `preempted` ones.
+                Some(true) | None => {
+                    self.preempted(event, g_addr, goid, pc, PreemptAction::Reschedule)
                 }
-                None => Meaning::VoluntaryYield,
+                Some(false) => Meaning::VoluntaryYield,
             },
+            EventKind::Yield => Meaning::VoluntaryYield,
             _ => Meaning::None,
         }
     }

@@ -5,7 +5,7 @@ use std::mem::size_of;
 
 use thiserror::Error;
 use tracer_common::{
-    EventHeader, EventKind, GOID_UNKNOWN, GoroutineHook, PreemptRequest, SignalDeliver,
+    EventHeader, EventKind, GOID_UNKNOWN, GoroutineHook, KIND_COUNT, PreemptRequest, SignalDeliver,
     SignalGenerate, SignalM, SysmonTick, Tgkill, goroutine_flags, signal_result,
 };
 
@@ -15,10 +15,37 @@ pub struct Event {
     pub kind: EventKind,
     /// CLOCK_MONOTONIC nanoseconds (the clock of Go's `nanotime`).
     pub ts_ns: u64,
+    /// Host thread id and process id.
     pub tid: u32,
     pub tgid: u32,
     pub cpu: u32,
+    /// The CPU's sequence number in the record's ring ([`EventHeader::seq`]).
+    pub seq: u64,
     pub data: EventData,
+}
+
+/// Counts indexed by [`EventKind`] value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerKind(pub [u64; KIND_COUNT as usize]);
+
+impl PerKind {
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.0[kind as usize]
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    pub fn add(&mut self, kind: EventKind) {
+        self.0[kind as usize] += 1;
+    }
+}
+
+/// What the kernel side counted, per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub submitted: PerKind,
+    pub lost: PerKind,
+    pub read_errors: PerKind,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +90,8 @@ pub enum EventData {
         sig: u32,
         code: i32,
     },
-    /// `doSigPreempt`, `asyncPreempt2`, `goschedImpl`, `gopreempt_m`, `preemptPark`.
+    /// `doSigPreempt`, `asyncPreempt2`, `goschedImpl`, yields, `preemptPark`, `suspendG`,
+    /// `execute`.
     Goroutine {
         g_addr: u64,
         goid: Option<u64>,
@@ -139,7 +167,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::DoSigPreempt => "do_sig_preempt",
         EventKind::AsyncPreempt2 => "async_preempt",
         EventKind::GoschedImpl => "gosched",
-        EventKind::GopreemptM => "gopreempt_m",
+        EventKind::Yield => "yield",
         EventKind::PreemptPark => "preempt_park",
         EventKind::SuspendG => "suspend_g",
         EventKind::Execute => "execute",
@@ -173,7 +201,8 @@ impl Event {
     /// Decodes one ring buffer record.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let header: EventHeader = read(bytes, "header")?;
-        let kind = EventKind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
+        let kind =
+            EventKind::try_from(header.kind).map_err(|err| DecodeError::UnknownKind(err.number))?;
         let data = match kind {
             EventKind::SysmonTick => {
                 let SysmonTick { now_ns, .. } = read(bytes, "sysmon tick")?;
@@ -233,7 +262,7 @@ impl Event {
             EventKind::DoSigPreempt
             | EventKind::AsyncPreempt2
             | EventKind::GoschedImpl
-            | EventKind::GopreemptM
+            | EventKind::Yield
             | EventKind::PreemptPark
             | EventKind::SuspendG
             | EventKind::Execute => {
@@ -261,6 +290,7 @@ impl Event {
             tid: header.tid,
             tgid: header.tgid,
             cpu: header.cpu,
+            seq: header.seq,
             data,
         })
     }
@@ -293,6 +323,7 @@ pub(crate) mod tests {
             tgid: 100,
             cpu: 1,
             ts_ns,
+            seq: 1,
         }
     }
 
@@ -371,7 +402,7 @@ pub(crate) mod tests {
         let bytes = bytes_of(&record);
         assert!(matches!(
             Event::decode(&bytes[..40]),
-            Err(DecodeError::Short { need: 72, .. })
+            Err(DecodeError::Short { need: 80, .. })
         ));
         assert!(matches!(
             Event::decode(&bytes[..10]),

@@ -17,13 +17,16 @@ macro_rules! diag {
     }};
 }
 
+pub mod chain;
 pub mod cli;
 pub mod correlate;
 pub mod events;
 pub mod gobin;
 pub mod histogram;
+pub mod host;
 pub mod loader;
 pub mod output;
+pub mod pipeline;
 pub mod placement;
 pub mod preflight;
 pub mod probes;

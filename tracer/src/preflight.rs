@@ -5,7 +5,7 @@ use std::{fs, io, path::Path};
 
 use thiserror::Error;
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
 
 #[derive(Debug, Error)]

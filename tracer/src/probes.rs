@@ -5,85 +5,77 @@
 //! report, not a failure; a missing required one is an error naming the link of the
 //! chain that would go unobserved.
 
-use std::fmt;
-
-use tracer_common::names::programs;
-
-use crate::{
-    gobin::{Function, GoBinary, GoVersion},
-    placement,
+use std::{
+    fmt,
+    io::{self, Write as _},
+    path::Path,
 };
 
-/// A link of the preemption chain, as the user thinks of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChainLink {
-    SysmonTick,
-    PreemptionRequest,
-    SignalSent,
-    SignalGenerated,
-    SignalDelivered,
-    HandlerDecision,
-    AsyncPreemption,
-    Reschedule,
-    Park,
-    /// Not a link of the chain: a goroutine starting to run.
-    Run,
-}
+use tracer_common::{EventKind, names::programs};
 
-impl ChainLink {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SysmonTick => "sysmon tick",
-            Self::PreemptionRequest => "preemption request",
-            Self::SignalSent => "SIGURG sent",
-            Self::SignalGenerated => "SIGURG generated",
-            Self::SignalDelivered => "SIGURG delivered",
-            Self::HandlerDecision => "handler decision",
-            Self::AsyncPreemption => "async preemption",
-            Self::Reschedule => "reschedule",
-            Self::Park => "park",
-            Self::Run => "run",
-        }
-    }
-}
+use crate::{
+    chain::Link,
+    gobin::{Function, GoBinary, GoVersion},
+    placement,
+    summary::ProbeLine,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeTarget {
-    /// A Go runtime function, by its Go name (no `.abi0` suffix).
-    Uprobe {
+    /// A Go runtime function's entry (placed after its stack check), by its Go name (no
+    /// `.abi0` suffix).
+    Function {
         function: &'static str,
         /// Prefer the ABIInternal body over an 18-byte `.abi0` wrapper of the same name.
         skip_abi0_wrapper: bool,
+    },
+    /// The direct calls to `callee` from the functions `callers` (those present): a point
+    /// only one path reaches, where the callee's entry is reached by others too.
+    Calls {
+        callee: &'static str,
+        callers: &'static [&'static str],
     },
     Tracepoint {
         category: &'static str,
         name: &'static str,
     },
+    /// A raw tracepoint: the tracepoint's own arguments, no perf event.
+    RawTracepoint { name: &'static str },
+}
+
+impl ProbeTarget {
+    pub fn is_uprobe(&self) -> bool {
+        matches!(self, Self::Function { .. } | Self::Calls { .. })
+    }
 }
 
 impl fmt::Display for ProbeTarget {
-    /// The function's Go name, or `category:name` of a tracepoint; `pad` so that
-    /// column widths such as `{:<26}` apply.
+    /// The function's Go name (`calls to X` for call sites), or `category:name` of a
+    /// tracepoint; `pad` so that column widths such as `{:<26}` apply.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Uprobe { function, .. } => f.pad(function),
+            Self::Function { function, .. } => f.pad(function),
+            Self::Calls { callee, .. } => f.pad(&format!("calls to {callee}")),
             Self::Tracepoint { category, name } => f.pad(&format!("{category}:{name}")),
+            Self::RawTracepoint { name } => f.pad(&format!("raw:{name}")),
         }
     }
 }
 
-/// When a probe applies to a binary.
+/// When a probe applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Condition {
     Always,
     /// Only when goroutine run slices were asked for (`--slices`, `--perfetto`): the hook
     /// fires on every goroutine switch.
     SlicesRequested,
-    /// Only Go releases whose `goschedImpl` lacks the `preempted` argument (1.21): there
-    /// `gopreempt_m` is a real function and the only way to tell preemption from
-    /// `Gosched`. From 1.22 it is inlined into `newstack`, so a probe on it would miss
-    /// stack-check preemptions.
-    GoschedLacksPreemptedArg,
+    /// Only when voluntary yields are to be counted (`--yields`, `--slices`): a
+    /// Gosched-heavy program makes millions a second.
+    YieldsRequested,
+    /// Where the kernel has BTF (raw tracepoints read `task_struct` through it).
+    RawTracepoints,
+    /// Where it has not: the classic tracepoints instead.
+    ClassicTracepoints,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +89,11 @@ pub enum Requirement {
 
 #[derive(Debug)]
 pub struct ProbeSpec {
+    /// The record it produces; for uprobes also the attach cookie.
+    pub kind: EventKind,
     pub program: &'static str,
-    pub link: ChainLink,
+    /// The link of the chain it observes (`None`: run slices, voluntary yields).
+    pub link: Option<Link>,
     pub target: ProbeTarget,
     pub requirement: Requirement,
     pub condition: Condition,
@@ -106,26 +101,52 @@ pub struct ProbeSpec {
     pub observes: &'static str,
 }
 
+impl ProbeSpec {
+    /// The link's name for reports: the chain link, else what the probe observes.
+    pub fn link_name(&self) -> &'static str {
+        match (self.link, self.kind) {
+            (Some(link), _) => link.describe(),
+            (None, EventKind::Execute) => "run",
+            (None, _) => "yield",
+        }
+    }
+}
+
 const fn go(function: &'static str) -> ProbeTarget {
-    ProbeTarget::Uprobe {
+    ProbeTarget::Function {
         function,
         skip_abi0_wrapper: false,
     }
 }
 
+/// Where the runtime reschedules a preempted goroutine: `goschedImpl(gp, true)`, called
+/// from `gopreempt_m` (a real function up to 1.25; `asyncPreempt2` mcalls it), from
+/// `newstack` (where 1.22+ inlines `gopreempt_m`: the stack-check path) and from
+/// `asyncPreempt2.func1` (1.26+).
+const PREEMPTION_CALLERS: &[&str] = &[
+    "runtime.gopreempt_m",
+    "runtime.newstack",
+    "runtime.asyncPreempt2",
+    "runtime.asyncPreempt2.func1",
+];
+/// Where `runtime.Gosched` reaches it: voluntary yields.
+const YIELD_CALLERS: &[&str] = &["runtime.gosched_m", "runtime.goschedguarded_m"];
+
 /// Every probe goprobe knows, in chain order.
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
-        program: programs::GO_RETAKE,
-        link: ChainLink::SysmonTick,
+        kind: EventKind::SysmonTick,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Tick),
         target: go("runtime.retake"),
         requirement: Requirement::Required,
         condition: Condition::Always,
         observes: "each sysmon tick and its `now`",
     },
     ProbeSpec {
-        program: programs::GO_PREEMPTONE,
-        link: ChainLink::PreemptionRequest,
+        kind: EventKind::PreemptOne,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Request),
         target: go("runtime.preemptone"),
         requirement: Requirement::Optional {
             absent_note: "no per-P requests; signalM still shows them",
@@ -134,8 +155,9 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "which P (and G) sysmon or stop-the-world asks to stop",
     },
     ProbeSpec {
-        program: programs::GO_PREEMPTM,
-        link: ChainLink::PreemptionRequest,
+        kind: EventKind::PreemptM,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::SignalM),
         target: go("runtime.preemptM"),
         requirement: Requirement::Optional {
             absent_note: "inlined into preemptone and suspendG; observed through signalM",
@@ -144,32 +166,36 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "every preemption request to an M",
     },
     ProbeSpec {
-        program: programs::GO_SIGNALM,
-        link: ChainLink::PreemptionRequest,
+        kind: EventKind::SignalM,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::SignalM),
         target: go("runtime.signalM"),
         requirement: Requirement::Required,
         condition: Condition::Always,
         observes: "which M (thread) is sent SIGURG, and by whom (preemptone or suspendG)",
     },
     ProbeSpec {
-        program: programs::GO_SUSPEND_G,
-        link: ChainLink::PreemptionRequest,
+        kind: EventKind::SuspendG,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Request),
         target: go("runtime.suspendG"),
         requirement: Requirement::Required,
         condition: Condition::Always,
-        observes: "the GC asking a goroutine to stop for a stack scan",
+        observes: "the GC asking a running goroutine to stop for a stack scan",
     },
     ProbeSpec {
-        program: programs::GO_EXECUTE,
-        link: ChainLink::Run,
+        kind: EventKind::Execute,
+        program: programs::GO_RUNTIME,
+        link: None,
         target: go("runtime.execute"),
         requirement: Requirement::Required,
         condition: Condition::SlicesRequested,
         observes: "a goroutine starting to run (run slices)",
     },
     ProbeSpec {
+        kind: EventKind::Tgkill,
         program: programs::TP_SYS_ENTER_TGKILL,
-        link: ChainLink::SignalSent,
+        link: Some(Link::Tgkill),
         target: ProbeTarget::Tracepoint {
             category: "syscalls",
             name: "sys_enter_tgkill",
@@ -179,39 +205,65 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "tgkill(SIGURG): sender and target thread",
     },
     ProbeSpec {
+        kind: EventKind::SignalGenerate,
+        program: programs::RAW_SIGNAL_GENERATE,
+        link: Some(Link::Generate),
+        target: ProbeTarget::RawTracepoint {
+            name: "signal_generate",
+        },
+        requirement: Requirement::Required,
+        condition: Condition::RawTracepoints,
+        observes: "SIGURG queued, or coalesced with one already pending",
+    },
+    ProbeSpec {
+        kind: EventKind::SignalGenerate,
         program: programs::TP_SIGNAL_GENERATE,
-        link: ChainLink::SignalGenerated,
+        link: Some(Link::Generate),
         target: ProbeTarget::Tracepoint {
             category: "signal",
             name: "signal_generate",
         },
         requirement: Requirement::Required,
-        condition: Condition::Always,
+        condition: Condition::ClassicTracepoints,
         observes: "SIGURG queued, or coalesced with one already pending",
     },
     ProbeSpec {
+        kind: EventKind::SignalDeliver,
+        program: programs::RAW_SIGNAL_DELIVER,
+        link: Some(Link::Deliver),
+        target: ProbeTarget::RawTracepoint {
+            name: "signal_deliver",
+        },
+        requirement: Requirement::Required,
+        condition: Condition::RawTracepoints,
+        observes: "SIGURG delivered to the target thread, and its user PC",
+    },
+    ProbeSpec {
+        kind: EventKind::SignalDeliver,
         program: programs::TP_SIGNAL_DELIVER,
-        link: ChainLink::SignalDelivered,
+        link: Some(Link::Deliver),
         target: ProbeTarget::Tracepoint {
             category: "signal",
             name: "signal_deliver",
         },
         requirement: Requirement::Required,
-        condition: Condition::Always,
+        condition: Condition::ClassicTracepoints,
         observes: "SIGURG delivered to the target thread, and its user PC",
     },
     ProbeSpec {
-        program: programs::GO_DO_SIG_PREEMPT,
-        link: ChainLink::HandlerDecision,
+        kind: EventKind::DoSigPreempt,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Handler),
         target: go("runtime.doSigPreempt"),
         requirement: Requirement::Required,
         condition: Condition::Always,
         observes: "the signal handler examining the goroutine at the interrupted PC",
     },
     ProbeSpec {
-        program: programs::GO_ASYNC_PREEMPT2,
-        link: ChainLink::AsyncPreemption,
-        target: ProbeTarget::Uprobe {
+        kind: EventKind::AsyncPreempt2,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::AsyncPreempt2),
+        target: ProbeTarget::Function {
             function: "runtime.asyncPreempt2",
             skip_abi0_wrapper: true,
         },
@@ -220,26 +272,33 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "each asynchronous preemption: goroutine and interrupted PC",
     },
     ProbeSpec {
-        program: programs::GO_GOSCHED_IMPL,
-        link: ChainLink::Reschedule,
-        target: go("runtime.goschedImpl"),
+        kind: EventKind::GoschedImpl,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Off),
+        target: ProbeTarget::Calls {
+            callee: "runtime.goschedImpl",
+            callers: PREEMPTION_CALLERS,
+        },
         requirement: Requirement::Required,
         condition: Condition::Always,
-        observes: "goroutine put back on the run queue (preempted, or Gosched)",
+        observes: "a preempted goroutine put back on the run queue",
     },
     ProbeSpec {
-        program: programs::GO_GOPREEMPT_M,
-        link: ChainLink::Reschedule,
-        target: go("runtime.gopreempt_m"),
-        requirement: Requirement::Optional {
-            absent_note: "not a real function in this release",
+        kind: EventKind::Yield,
+        program: programs::GO_RUNTIME,
+        link: None,
+        target: ProbeTarget::Calls {
+            callee: "runtime.goschedImpl",
+            callers: YIELD_CALLERS,
         },
-        condition: Condition::GoschedLacksPreemptedArg,
-        observes: "preemption (not Gosched) rescheduling a goroutine",
+        requirement: Requirement::Required,
+        condition: Condition::YieldsRequested,
+        observes: "voluntary yields (runtime.Gosched), counted in the kernel",
     },
     ProbeSpec {
-        program: programs::GO_PREEMPT_PARK,
-        link: ChainLink::Park,
+        kind: EventKind::PreemptPark,
+        program: programs::GO_RUNTIME,
+        link: Some(Link::Off),
         target: go("runtime.preemptPark"),
         requirement: Requirement::Required,
         condition: Condition::Always,
@@ -247,7 +306,8 @@ pub const PROBES: &[ProbeSpec] = &[
     },
 ];
 
-/// Facts about a Go release that change which functions exist and what they take.
+/// Facts about a Go release that change which functions exist and what they take, and
+/// the user's choices that change the plan the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReleaseFacts {
     /// `goschedImpl(gp *g, preempted bool)`: Go 1.22+.
@@ -255,9 +315,12 @@ pub struct ReleaseFacts {
     /// Put every uprobe at its function's entry instead of the emulated `PUSHQ BP` after
     /// the stack check (for the benchmark that compares the two).
     pub at_entry: bool,
-    /// Attach `runtime.execute` for run slices (a choice of the user, not of the release,
-    /// but it decides the plan the same way).
+    /// Attach `runtime.execute` for run slices.
     pub slices: bool,
+    /// Count voluntary yields.
+    pub yields: bool,
+    /// The kernel's BTF gave `task_struct.pid`: raw tracepoints for the signal events.
+    pub raw_tracepoints: bool,
 }
 
 impl ReleaseFacts {
@@ -266,21 +329,27 @@ impl ReleaseFacts {
             gosched_has_preempted_arg: (version.major, version.minor) >= (1, 22),
             at_entry: false,
             slices: false,
+            yields: false,
+            raw_tracepoints: true,
         }
     }
 
     fn allows(&self, condition: Condition) -> bool {
         match condition {
             Condition::Always => true,
-            Condition::GoschedLacksPreemptedArg => !self.gosched_has_preempted_arg,
             Condition::SlicesRequested => self.slices,
+            Condition::YieldsRequested => self.yields || self.slices,
+            Condition::RawTracepoints => self.raw_tracepoints,
+            Condition::ClassicTracepoints => !self.raw_tracepoints,
         }
     }
 }
 
-/// Where in a function the uprobe goes.
+/// Where in a function a uprobe goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// The function the probed instruction is in.
+    pub function: String,
     /// Link-time virtual address of the probed instruction.
     pub vaddr: u64,
     /// Its offset in the binary file (what the kernel takes).
@@ -295,12 +364,12 @@ pub struct Placement {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanStatus {
+    /// One uprobe per placement (several for call sites), all with the spec's cookie.
     Uprobe {
-        function: Function,
-        placement: Placement,
+        placements: Vec<Placement>,
     },
     Tracepoint,
-    /// Not used with this release (its condition is false).
+    /// Not used (its condition is false).
     NotApplicable {
         reason: String,
     },
@@ -325,6 +394,17 @@ impl PlannedProbe {
             PlanStatus::Uprobe { .. } | PlanStatus::Tracepoint
         )
     }
+
+    /// `(file offset, cookie)` of each uprobe this probe puts in the binary.
+    pub fn uprobe_points(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let placements = match &self.status {
+            PlanStatus::Uprobe { placements } => placements.as_slice(),
+            _ => &[],
+        };
+        placements
+            .iter()
+            .map(|placement| (placement.file_offset, self.spec.kind as u64))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -343,13 +423,19 @@ pub fn plan(binary: &GoBinary, facts: ReleaseFacts) -> Result<Vec<PlannedProbe>,
     // One pass over the symbol table (or pclntab) for every name: a big binary has
     // hundreds of thousands of functions, and a dozen separate scans were most of
     // goprobe's start-up.
-    let names: Vec<&str> = PROBES
-        .iter()
-        .filter_map(|spec| match spec.target {
-            ProbeTarget::Uprobe { function, .. } => Some(function),
-            ProbeTarget::Tracepoint { .. } => None,
-        })
-        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for spec in PROBES {
+        match spec.target {
+            ProbeTarget::Function { function, .. } => names.push(function),
+            ProbeTarget::Calls { callee, callers } => {
+                names.push(callee);
+                names.extend_from_slice(callers);
+            }
+            ProbeTarget::Tracepoint { .. } | ProbeTarget::RawTracepoint { .. } => {}
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
     let found = binary.functions_named_many(&names);
     let lookup = |name: &str| -> Vec<Function> {
         names
@@ -383,36 +469,104 @@ fn plan_one(
     if !facts.allows(spec.condition) {
         let reason = match spec.condition {
             Condition::SlicesRequested => "run slices not requested (--slices)",
-            _ => "goschedImpl's `preempted` argument tells preemption apart",
+            Condition::YieldsRequested => "yields not requested (--yields)",
+            Condition::RawTracepoints => "no kernel BTF: the classic tracepoint instead",
+            _ => "the raw tracepoint instead",
         };
         return Ok(PlanStatus::NotApplicable {
             reason: reason.into(),
         });
     }
-    let ProbeTarget::Uprobe {
-        function: name,
-        skip_abi0_wrapper,
-    } = spec.target
-    else {
-        return Ok(PlanStatus::Tracepoint);
+    let absent = || match spec.requirement {
+        Requirement::Required => PlanStatus::Absent {
+            note: format!(
+                "not found: the {} link ({}) is not observed",
+                spec.link_name(),
+                spec.observes
+            ),
+            unexpected: true,
+        },
+        Requirement::Optional { absent_note } => PlanStatus::Absent {
+            note: absent_note.into(),
+            unexpected: false,
+        },
     };
-    let Some(function) = pick_function(lookup(name), skip_abi0_wrapper) else {
-        return Ok(match spec.requirement {
-            Requirement::Required => PlanStatus::Absent {
-                note: format!("not found: the {} link is not observed", spec.link.name()),
-                unexpected: true,
-            },
-            Requirement::Optional { absent_note } => PlanStatus::Absent {
-                note: absent_note.into(),
-                unexpected: false,
-            },
-        });
+    match spec.target {
+        ProbeTarget::Tracepoint { .. } | ProbeTarget::RawTracepoint { .. } => {
+            Ok(PlanStatus::Tracepoint)
+        }
+        ProbeTarget::Function {
+            function: name,
+            skip_abi0_wrapper,
+        } => {
+            let Some(function) = pick_function(lookup(name), skip_abi0_wrapper) else {
+                return Ok(absent());
+            };
+            Ok(PlanStatus::Uprobe {
+                placements: vec![place(binary, &function, facts.at_entry)?],
+            })
+        }
+        ProbeTarget::Calls { callee, callers } => {
+            let Some(target) = pick_function(lookup(callee), false) else {
+                return Ok(absent());
+            };
+            let mut placements = Vec::new();
+            for caller in callers {
+                for function in lookup(caller) {
+                    placements.extend(calls_in(binary, &function, &target)?);
+                }
+            }
+            if !placements.is_empty() {
+                return Ok(PlanStatus::Uprobe { placements });
+            }
+            // No call site where this release makes them (a newer release inlining
+            // differently): the callee's entry, where the kernel side tells the calls
+            // apart by `preempted` (Go 1.22+). Go 1.21 has no such argument.
+            if spec.kind == EventKind::GoschedImpl && facts.gosched_has_preempted_arg {
+                let mut at_entry = place(binary, &target, facts.at_entry)?;
+                at_entry.reason = "entry (no call on the preemption path found); \
+                                   `preempted` tells preemptions from yields";
+                return Ok(PlanStatus::Uprobe {
+                    placements: vec![at_entry],
+                });
+            }
+            Ok(absent())
+        }
+    }
+}
+
+/// The emulated direct calls to `target` inside `function`.
+fn calls_in(
+    binary: &GoBinary,
+    function: &Function,
+    target: &Function,
+) -> Result<Vec<Placement>, PlanError> {
+    let Some(code) = binary.read_code(function.entry, function.size() as usize) else {
+        return Ok(Vec::new());
     };
-    let placement = place(binary, &function, facts.at_entry)?;
-    Ok(PlanStatus::Uprobe {
-        function,
-        placement,
-    })
+    placement::call_sites(code, function.entry, target.entry)
+        .into_iter()
+        .map(|offset| {
+            let vaddr = function.entry + offset;
+            Ok(Placement {
+                function: function.name.clone(),
+                vaddr,
+                file_offset: file_offset(binary, function, vaddr)?,
+                offset_in_function: offset,
+                instruction: format!("CALL {}", target.name),
+                reason: "call on this path only (CALL is emulated)",
+            })
+        })
+        .collect()
+}
+
+fn file_offset(binary: &GoBinary, function: &Function, vaddr: u64) -> Result<u64, PlanError> {
+    binary
+        .file_offset(vaddr)
+        .ok_or_else(|| PlanError::NoFileOffset {
+            function: function.name.clone(),
+            vaddr,
+        })
 }
 
 /// Among same-named functions, the real body: with a symbol table the wrapper is marked
@@ -449,43 +603,160 @@ fn place(binary: &GoBinary, function: &Function, at_entry: bool) -> Result<Place
         None => (0, String::new(), "entry: requested (--entry-probes)"),
     };
     let vaddr = entry + offset;
-    let file_offset = binary
-        .file_offset(vaddr)
-        .ok_or_else(|| PlanError::NoFileOffset {
-            function: function.name.clone(),
-            vaddr,
-        })?;
     Ok(Placement {
+        function: function.name.clone(),
         vaddr,
-        file_offset,
+        file_offset: file_offset(binary, function, vaddr)?,
         offset_in_function: offset,
         instruction,
         reason,
     })
 }
 
-impl fmt::Display for PlannedProbe {
+impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = self.spec.target;
+        write!(
+            f,
+            "{}+{:#x} {} (file offset {:#x}; {})",
+            self.function, self.offset_in_function, self.instruction, self.file_offset, self.reason
+        )
+    }
+}
+
+impl fmt::Display for PlannedProbe {
+    /// One line for `--list-probes`: link, target, program, status (each placement of a
+    /// call-site probe on a line of its own).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = match &self.status {
-            PlanStatus::Uprobe { placement, .. } => format!(
-                "uprobe at +{:#x} {} (file offset {:#x}; {})",
-                placement.offset_in_function,
-                placement.instruction,
-                placement.file_offset,
-                placement.reason
-            ),
+            PlanStatus::Uprobe { placements } => placements
+                .iter()
+                .map(|placement| format!("uprobe at {placement}"))
+                .collect::<Vec<_>>()
+                .join(&format!("\n{:71}", "")),
             PlanStatus::Tracepoint => "tracepoint".into(),
             PlanStatus::NotApplicable { reason } => format!("not used: {reason}"),
             PlanStatus::Absent { note, .. } => format!("absent: {note}"),
         };
         write!(
             f,
-            "{:<19} {:<26} {:<22} {status}",
-            self.spec.link.name(),
-            target,
+            "{:<19} {:<28} {:<21} {status}",
+            self.spec.link_name(),
+            self.spec.target,
             self.spec.program
         )
+    }
+}
+
+/// Warnings about the plan: a function every supported release has was not found.
+pub fn plan_warnings(plan: &[PlannedProbe]) -> impl Iterator<Item = String> + '_ {
+    plan.iter().filter_map(|planned| match &planned.status {
+        PlanStatus::Absent {
+            note,
+            unexpected: true,
+        } => Some(format!("{} {note}", planned.spec.target)),
+        _ => None,
+    })
+}
+
+/// `--list-probes`: the binary, its release and layout, then one line per probe.
+pub fn print_plan(
+    path: &Path,
+    version: &str,
+    offsets_source: &str,
+    plan: &[PlannedProbe],
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{} ({version}; struct offsets from {offsets_source})",
+        path.display()
+    )?;
+    writeln!(
+        out,
+        "{:<19} {:<28} {:<21} status",
+        "link", "hooked", "program"
+    )?;
+    for planned in plan {
+        writeln!(out, "{planned}")?;
+    }
+    out.flush()
+}
+
+/// The attach report: one line per probe of the plan, from how its uprobe points
+/// (`uprobe_results`, in [`PlannedProbe::uprobe_points`] order over the plan) and its
+/// tracepoints fared. A required probe that failed to attach is an error naming its link.
+pub fn attach_report(
+    plan: &[PlannedProbe],
+    uprobe_results: &[Result<(), String>],
+    tracepoint_results: &[(&'static str, EventKind, Result<(), String>)],
+) -> anyhow::Result<Vec<ProbeLine>> {
+    let mut uprobe_results = uprobe_results.iter();
+    let mut lines = Vec::new();
+    for planned in plan {
+        let spec = planned.spec;
+        let result: Option<Result<(), String>> = match &planned.status {
+            PlanStatus::Uprobe { placements } => {
+                let mut first_error = None;
+                for _ in placements {
+                    if let Some(Err(err)) = uprobe_results.next() {
+                        first_error.get_or_insert_with(|| err.clone());
+                    }
+                }
+                Some(first_error.map_or(Ok(()), Err))
+            }
+            PlanStatus::Tracepoint => tracepoint_results
+                .iter()
+                .find(|(program, kind, _)| *program == spec.program && *kind == spec.kind)
+                .map(|(_, _, result)| result.clone()),
+            _ => None,
+        };
+        let (status, attached) = match (&planned.status, result) {
+            (status, Some(Ok(()))) => (attached_text(status), true),
+            (_, Some(Err(err))) => {
+                if spec.requirement == Requirement::Required {
+                    anyhow::bail!(
+                        "attaching {} ({}) failed: {err}; the {} link cannot be observed",
+                        spec.program,
+                        spec.target,
+                        spec.link_name()
+                    );
+                }
+                crate::diag!(
+                    "goprobe: warning: {} not attached ({err}); the {} link is not observed",
+                    spec.target,
+                    spec.link_name()
+                );
+                (format!("failed: {err}"), false)
+            }
+            (PlanStatus::Absent { note, .. }, None) => (format!("absent: {note}"), false),
+            (PlanStatus::NotApplicable { reason }, None) => (format!("not used: {reason}"), false),
+            (_, None) => ("not attached".into(), false),
+        };
+        lines.push(ProbeLine {
+            link: spec.link_name(),
+            program: spec.program,
+            target: spec.target.to_string(),
+            status,
+            attached,
+        });
+    }
+    Ok(lines)
+}
+
+fn attached_text(status: &PlanStatus) -> String {
+    match status {
+        PlanStatus::Uprobe { placements } => placements
+            .iter()
+            .map(|p| match p.instruction.as_str() {
+                "" => format!("attached at {} entry", p.function),
+                instruction => format!(
+                    "attached at {}+{:#x} {instruction}",
+                    p.function, p.offset_in_function
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "attached".into(),
     }
 }
 
@@ -521,47 +792,81 @@ mod tests {
 
     #[test]
     fn targets_display_as_go_name_or_tracepoint_path_and_pad() {
-        let uprobe = ProbeTarget::Uprobe {
-            function: "runtime.retake",
-            skip_abi0_wrapper: false,
-        };
+        let uprobe = go("runtime.retake");
         let tracepoint = ProbeTarget::Tracepoint {
             category: "signal",
             name: "signal_deliver",
         };
+        let calls = ProbeTarget::Calls {
+            callee: "runtime.goschedImpl",
+            callers: YIELD_CALLERS,
+        };
         assert_eq!(format!("{uprobe:<16}|"), "runtime.retake  |");
         assert_eq!(format!("{tracepoint:<22}|"), "signal:signal_deliver |");
+        assert_eq!(format!("{calls}"), "calls to runtime.goschedImpl");
+        assert_eq!(
+            format!(
+                "{}",
+                ProbeTarget::RawTracepoint {
+                    name: "signal_generate"
+                }
+            ),
+            "raw:signal_generate"
+        );
     }
 
     #[test]
-    fn table_names_are_unique_and_in_the_object_namespace() {
-        let mut names: Vec<_> = PROBES.iter().map(|p| p.program).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), PROBES.len());
+    fn each_kind_has_one_probe_per_tracepoint_flavour() {
+        // Uprobe cookies are kinds: two uprobe specs of one kind would be indistinguishable.
+        let mut uprobe_kinds: Vec<_> = PROBES
+            .iter()
+            .filter(|p| p.target.is_uprobe())
+            .map(|p| p.kind)
+            .collect();
+        uprobe_kinds.sort_unstable();
+        let len = uprobe_kinds.len();
+        uprobe_kinds.dedup();
+        assert_eq!(uprobe_kinds.len(), len);
+        assert!(
+            PROBES
+                .iter()
+                .filter(|p| p.target.is_uprobe())
+                .all(|p| p.program == programs::GO_RUNTIME)
+        );
+        for kind in [EventKind::SignalGenerate, EventKind::SignalDeliver] {
+            let flavours: Vec<_> = PROBES.iter().filter(|p| p.kind == kind).collect();
+            assert_eq!(flavours.len(), 2, "{kind:?}: raw and classic");
+        }
     }
 
     #[test]
-    fn gopreempt_m_only_without_preempted_arg() {
-        let old = ReleaseFacts {
-            gosched_has_preempted_arg: false,
-            at_entry: false,
-            slices: false,
-        };
-        let new = ReleaseFacts {
-            gosched_has_preempted_arg: true,
-            ..old
-        };
-        assert!(old.allows(Condition::GoschedLacksPreemptedArg));
-        assert!(!new.allows(Condition::GoschedLacksPreemptedArg));
+    fn conditions_follow_the_facts() {
         let v = |minor| GoVersion {
             major: 1,
             minor,
             patch: 0,
             raw: format!("go1.{minor}"),
         };
-        assert_eq!(ReleaseFacts::for_version(&v(21)), old);
-        assert_eq!(ReleaseFacts::for_version(&v(22)), new);
-        assert_eq!(ReleaseFacts::for_version(&v(27)), new);
+        let old = ReleaseFacts::for_version(&v(21));
+        assert!(!old.gosched_has_preempted_arg);
+        assert!(ReleaseFacts::for_version(&v(22)).gosched_has_preempted_arg);
+        assert!(ReleaseFacts::for_version(&v(27)).gosched_has_preempted_arg);
+        assert!(!old.allows(Condition::YieldsRequested));
+        assert!(!old.allows(Condition::SlicesRequested));
+        let slices = ReleaseFacts {
+            slices: true,
+            ..old
+        };
+        assert!(
+            slices.allows(Condition::YieldsRequested),
+            "slices need the yields"
+        );
+        assert!(old.allows(Condition::RawTracepoints));
+        let no_btf = ReleaseFacts {
+            raw_tracepoints: false,
+            ..old
+        };
+        assert!(no_btf.allows(Condition::ClassicTracepoints));
+        assert!(!no_btf.allows(Condition::RawTracepoints));
     }
 }

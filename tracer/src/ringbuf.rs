@@ -1,15 +1,22 @@
-//! Draining the kernel's ring buffer: records are decoded at once into owned [`Event`]s
+//! Draining the kernel's ring buffers: records are decoded at once into owned [`Event`]s
 //! and passed over a bounded channel. When the consumer falls behind, the channel fills,
 //! the reader stops draining and the kernel side counts what it cannot reserve — lost
 //! events are always counted, never silently dropped.
 //!
+//! Two rings (the chain's and the bulk's), one time order: correlation needs each
+//! thread's records in the order they happened, and a thread writes to both. Each cycle
+//! takes a watermark (now, minus [`IN_FLIGHT_NS`] for records timestamped but not yet
+//! committed), reads both rings, sorts by timestamp and forwards what is older than the
+//! watermark. The rest waits for the next cycle: anything a thread wrote before it is in
+//! a ring by then.
+//!
 //! Wake-ups: the kernel wakes the reader when a record is committed while the reader has
 //! consumed everything before it. A reader that always catches up is woken once per
 //! record — at 250 000 records/s that was most of goprobe's CPU time, and the wake-up work
-//! (`irq_work`) runs on the traced program's threads. After a busy batch the reader pauses
+//! (`irq_work`) runs on the traced program's threads. After a busy cycle the reader pauses
 //! for [`BUSY_PAUSE`], so records accumulate without wake-ups and are read in bulk.
 
-use std::time::Duration;
+use std::{collections::VecDeque, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -27,74 +34,144 @@ pub enum Record {
     Malformed(DecodeError),
 }
 
-/// A batch at least this large means the producer is busy.
+impl Record {
+    fn ts(&self) -> u64 {
+        match self {
+            Record::Event(event) => event.ts_ns,
+            Record::Malformed(_) => 0,
+        }
+    }
+}
+
+/// A cycle at least this large means the producer is busy.
 const BUSY_BATCH: usize = 32;
-/// Pause after a busy batch: bounds wake-ups to ~1000/s, delays live output by as much.
+/// Pause after a busy cycle: bounds wake-ups to ~1000/s, delays live output by as much.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
+/// How long a record may be timestamped before it is committed: a BPF program's run.
+const IN_FLIGHT_NS: u64 = 1_000_000;
+/// When records wait for the watermark, the next cycle comes this soon even if no ring
+/// wakes the reader.
+const HOLD_RETRY: Duration = Duration::from_millis(2);
 
 /// Records go downstream in batches of at most this many: one channel hand-over (and at
 /// most one cross-thread wake-up) per batch, not per record.
 pub const BATCH: usize = 1024;
 
-/// Reads until `stop` turns true, then drains what is left and returns (dropping `tx`,
-/// which tells the consumer the stream is complete).
+/// Reads `rings` until `stop` turns true, then drains what is left and returns (dropping
+/// `tx`, which tells the consumer the stream is complete).
 pub async fn drain(
-    ring: RingBuf<MapData>,
+    rings: Vec<RingBuf<MapData>>,
     tx: mpsc::Sender<Vec<Record>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|err| err.into_parts().1)?;
+    let mut fds = Vec::with_capacity(rings.len());
+    for ring in rings {
+        // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
+        fds.push(
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                .map_err(|err| err.into_parts().1)?,
+        );
+    }
+    let mut held: VecDeque<Record> = VecDeque::new();
     loop {
         if *stop.borrow() {
             break;
         }
+        let ready = async {
+            let waits = fds.iter().map(|fd| Box::pin(fd.readable()));
+            let (guard, _, _) = futures_select_all(waits).await;
+            guard.map(|mut guard| guard.clear_ready())
+        };
         tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let Ok(count) = forward_all(guard.get_inner_mut(), &tx).await else {
-                    return Ok(());
-                };
-                guard.clear_ready();
-                drop(guard);
-                if count >= BUSY_BATCH {
-                    tokio::time::sleep(BUSY_PAUSE).await;
-                }
-            }
+            ready = ready => { ready?; }
+            _ = tokio::time::sleep(HOLD_RETRY), if !held.is_empty() => {}
             changed = stop.changed() => {
                 if changed.is_err() {
                     break;
                 }
+                continue;
             }
         }
+        let watermark = monotonic_ns().saturating_sub(IN_FLIGHT_NS);
+        let count = read_all(&mut fds, &mut held);
+        if forward(&tx, &mut held, Some(watermark)).await.is_err() {
+            return Ok(());
+        }
+        if count >= BUSY_BATCH {
+            tokio::time::sleep(BUSY_PAUSE).await;
+        }
     }
-    // Whatever the kernel submitted before detach is still in the buffer.
-    let _ = forward_all(fd.get_mut(), &tx).await;
+    // Whatever the kernel submitted before detach is still in the rings.
+    read_all(&mut fds, &mut held);
+    let _ = forward(&tx, &mut held, None).await;
     Ok(())
 }
 
-/// Forwards every record currently in the buffer and returns how many. Errs when the
-/// consumer has gone.
-async fn forward_all(
-    ring: &mut RingBuf<MapData>,
-    tx: &mpsc::Sender<Vec<Record>>,
-) -> Result<usize, ()> {
-    let mut count = 0;
-    loop {
-        let mut batch = Vec::with_capacity(BATCH);
-        // Decode before awaiting: an item borrows the ring and must be released first.
-        while batch.len() < BATCH {
-            let Some(item) = ring.next() else { break };
-            batch.push(match Event::decode(&item) {
+/// Waits for the first of `futures` (a tiny `select_all`, to avoid a dependency).
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+) -> (F::Output, usize, ()) {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(move |cx| {
+        for (i, future) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(out) = std::pin::Pin::new(future).poll(cx) {
+                return std::task::Poll::Ready((out, i, ()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Reads every record now in the rings into `held`, kept sorted by timestamp; returns how
+/// many were read.
+fn read_all(fds: &mut [AsyncFd<RingBuf<MapData>>], held: &mut VecDeque<Record>) -> usize {
+    let before = held.len();
+    for fd in fds.iter_mut() {
+        let ring = fd.get_mut();
+        while let Some(item) = ring.next() {
+            held.push_back(match Event::decode(&item) {
                 Ok(event) => Record::Event(event),
                 Err(err) => Record::Malformed(err),
             });
         }
-        if batch.is_empty() {
-            return Ok(count);
+    }
+    let read = held.len() - before;
+    if read > 0 {
+        // Stable: equal timestamps keep ring order.
+        held.make_contiguous().sort_by_key(Record::ts);
+    }
+    read
+}
+
+/// Sends the held records older than `watermark` (all with `None`) in batches. Errs when
+/// the consumer has gone.
+async fn forward(
+    tx: &mpsc::Sender<Vec<Record>>,
+    held: &mut VecDeque<Record>,
+    watermark: Option<u64>,
+) -> Result<(), ()> {
+    loop {
+        let ready = held
+            .iter()
+            .take(BATCH)
+            .take_while(|record| watermark.is_none_or(|mark| record.ts() < mark))
+            .count();
+        if ready == 0 {
+            return Ok(());
         }
-        count += batch.len();
+        let batch: Vec<Record> = held.drain(..ready).collect();
         tx.send(batch).await.map_err(drop)?;
     }
+}
+
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -10,8 +10,8 @@ use crate::{
         Attempt, Finding, Hop, Meaning, Outcome, PreemptAction, PreemptPath, Refusal, Requester,
     },
     events::Event,
+    events::{KernelCounters, PerKind},
     histogram::{Distribution, Stats},
-    loader::{KernelCounters, PerKind},
     symbolize::{Location, Symbolizer},
 };
 
@@ -76,7 +76,6 @@ pub struct Aggregator {
     pub(crate) received: PerKind,
     pub(crate) per_thread: BTreeMap<u32, PerKind>,
     pub(crate) preemptions: PreemptionCounts,
-    pub(crate) voluntary_yields: u64,
     pub(crate) malformed: u64,
     pub(crate) outcomes: BTreeMap<(Requester, Outcome), u64>,
     pub(crate) refusals: BTreeMap<Refusal, u64>,
@@ -119,8 +118,7 @@ impl Aggregator {
                     }
                 }
             }
-            Meaning::VoluntaryYield => self.voluntary_yields += 1,
-            Meaning::None => {}
+            Meaning::VoluntaryYield | Meaning::None => {}
         }
     }
 
@@ -228,11 +226,11 @@ impl Aggregator {
         let goroutine_count = goroutines.len();
         goroutines.truncate(TOP_N * 2);
         Summary {
+            voluntary_yields: run.voluntary_yields,
             run,
             received: self.received,
             per_thread: self.per_thread,
             preemptions: self.preemptions,
-            voluntary_yields: self.voluntary_yields,
             malformed: self.malformed,
             kernel,
             outcomes: self.outcomes,
@@ -274,6 +272,8 @@ pub struct RunInfo {
     pub duration_ns: u64,
     pub probes: Vec<ProbeLine>,
     pub end_reason: String,
+    /// Voluntary yields the kernel counted, when they were observed (`--yields`).
+    pub voluntary_yields: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -298,7 +298,8 @@ pub struct Summary {
     pub received: PerKind,
     pub per_thread: BTreeMap<u32, PerKind>,
     pub preemptions: PreemptionCounts,
-    pub voluntary_yields: u64,
+    /// `None` when yields were not observed (no `--yields`).
+    pub voluntary_yields: Option<u64>,
     pub malformed: u64,
     pub kernel: KernelCounters,
     /// Finished attempts by requester and outcome.

@@ -28,7 +28,11 @@ pub enum TargetError {
         #[source]
         source: io::Error,
     },
-    #[error("process {pid} has no executable (a kernel thread?)")]
+    #[error("process {pid} is a kernel thread: it runs no program to trace")]
+    KernelThread { pid: u32 },
+    #[error("process {pid} has already exited (a zombie its parent has not reaped)")]
+    Zombie { pid: u32 },
+    #[error("process {pid} has no executable")]
     NoExecutable { pid: u32 },
     #[error("command not found: {command} (not an executable file, nor on PATH)")]
     CommandNotFound { command: String },
@@ -43,7 +47,7 @@ pub enum TargetError {
 }
 
 /// A process being traced.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Target {
     pub pid: NonZeroU32,
     /// What the uprobes attach to: `/proc/PID/exe` for a running process (the right inode
@@ -56,11 +60,36 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether the process still exists (it may have exited during attach).
+    pub fn is_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.pid.get() as i32, 0) == 0 }
+    }
+
+    /// `GODEBUG=asyncpreemptoff=1` in its environment.
+    pub fn async_preemption_off(&self) -> bool {
+        self.godebug.as_deref().is_some_and(|godebug| {
+            godebug
+                .split(',')
+                .any(|kv| kv.trim() == "asyncpreemptoff=1")
+        })
+    }
+
     /// An already running process.
     pub fn existing(pid: NonZeroU32) -> Result<Target, TargetError> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         if !proc_dir.exists() {
             return Err(TargetError::NoSuchProcess { pid: pid.get() });
+        }
+        // The state first: readable by anyone, unlike a kernel thread's or a zombie's exe.
+        let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        match parse_stat(&stat) {
+            Some(('Z', _)) => return Err(TargetError::Zombie { pid: pid.get() }),
+            Some((_, flags)) if flags & PF_KTHREAD != 0 => {
+                return Err(TargetError::KernelThread { pid: pid.get() });
+            }
+            Some(_) => {}
+            None => return Err(TargetError::NoSuchProcess { pid: pid.get() }),
         }
         let exe = proc_dir.join("exe");
         match fs::read_link(&exe) {
@@ -89,6 +118,20 @@ impl Target {
             is_child: false,
         })
     }
+}
+
+/// `PF_KTHREAD` in the `flags` field of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// `(state, flags)` from `/proc/PID/stat` (`pid (comm) state ppid … flags …`; the command
+/// name may hold spaces and parentheses, so fields count from its last `)`).
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After state: ppid pgrp session tty_nr tpgid, then flags.
+    let flags = fields.nth(5)?.parse().ok()?;
+    Some((state, flags))
 }
 
 /// `GODEBUG=...` from a NUL-separated environment block.
@@ -152,9 +195,11 @@ pub fn spawn_paused(path: &Path, args: &[String]) -> Result<(Target, PausedChild
     };
     let (go_read, go_write) = pipe().map_err(spawn_error)?;
     let (err_read, err_write) = pipe().map_err(spawn_error)?;
+    // SAFETY: no preconditions.
+    let parent = unsafe { libc::getpid() };
 
-    // SAFETY: after fork the child only calls async-signal-safe functions (read, write,
-    // execv, _exit) on data prepared before the fork.
+    // SAFETY: after fork the child only calls async-signal-safe functions (close, prctl,
+    // getppid, read, write, execv, _exit) on data prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(spawn_error(io::Error::last_os_error()));
@@ -162,6 +207,22 @@ pub fn spawn_paused(path: &Path, args: &[String]) -> Result<(Target, PausedChild
     if pid == 0 {
         // SAFETY: see above; every fd is ours.
         unsafe {
+            // The command never outlives goprobe: if goprobe dies (even by SIGKILL) the
+            // kernel sends it SIGTERM, before exec (it is waiting below) and after (the
+            // setting survives exec). It is tied to the forking thread, goprobe's main
+            // thread, which lives as long as goprobe. Closing the child's copy of the
+            // start pipe's write end makes the read below see EOF if goprobe is gone.
+            libc::close(go_write.as_raw_fd());
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
             let mut byte = 0u8;
             if libc::read(go_read.as_raw_fd(), (&raw mut byte).cast(), 1) == 1 {
                 libc::execv(c_path.as_ptr(), argv.as_ptr());
@@ -215,11 +276,16 @@ impl PausedChild {
 
     /// Kills and reaps the child (used when attaching failed).
     pub fn abort(self) {
-        // SAFETY: our own child; reaping it avoids a zombie.
-        unsafe {
-            libc::kill(self.pid.get() as i32, libc::SIGKILL);
-            libc::waitpid(self.pid.get() as i32, std::ptr::null_mut(), 0);
-        }
+        kill_and_reap(self.pid);
+    }
+}
+
+/// Kills (SIGKILL) and reaps a child goprobe started.
+fn kill_and_reap(pid: NonZeroU32) {
+    // SAFETY: our own child; reaping it avoids a zombie.
+    unsafe {
+        libc::kill(pid.get() as i32, libc::SIGKILL);
+        libc::waitpid(pid.get() as i32, std::ptr::null_mut(), 0);
     }
 }
 
@@ -282,6 +348,26 @@ impl ExitWatch {
             pid: target.pid,
             is_child: target.is_child,
         })
+    }
+
+    /// Stops the command goprobe started: sends it `signal`, waits up to `grace` for it to
+    /// exit, then kills it; returns how it ended. The way `timeout(1)` ends a command.
+    pub async fn stop_child(
+        &self,
+        signal: i32,
+        grace: std::time::Duration,
+    ) -> io::Result<ExitStatus> {
+        // SAFETY: signalling our own child; the pidfd keeps its pid from being reused
+        // until we reap it.
+        unsafe { libc::kill(self.pid.get() as i32, signal) };
+        match tokio::time::timeout(grace, self.exited()).await {
+            Ok(status) => status,
+            Err(_) => {
+                // SAFETY: as above.
+                unsafe { libc::kill(self.pid.get() as i32, libc::SIGKILL) };
+                self.exited().await
+            }
+        }
     }
 
     /// Waits for the exit; reaps our own child to get its status.
@@ -391,6 +477,22 @@ mod tests {
             Target::existing(pid),
             Err(TargetError::NoSuchProcess { pid: 4_194_305 })
         ));
+    }
+
+    #[test]
+    fn stat_state_and_flags() {
+        let zombie = "4321 (my (odd) name) Z 1 4321 4321 0 -1 4194564 0 0";
+        assert_eq!(parse_stat(zombie), Some(('Z', 4194564)));
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0";
+        assert!(parse_stat(kthread).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn kernel_threads_and_zombies_are_named() {
+        // pid 2 is kthreadd on Linux.
+        let err = Target::existing(NonZeroU32::new(2).unwrap()).unwrap_err();
+        assert!(matches!(err, TargetError::KernelThread { pid: 2 }), "{err}");
     }
 
     #[test]

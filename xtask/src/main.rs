@@ -35,7 +35,7 @@ enum Command {
     /// Benchmarks: attach time on a big binary, per-hit cost of probe placement, userspace
     /// throughput. Prints numbers, each against a baseline from the same run.
     Bench(bench::BenchArgs),
-    /// Regenerate tracer/src/gobin/offsets_table.rs from the DWARF of every supported Go
+    /// Regenerate tracer/src/gobin/offsets_table.json from the DWARF of every supported Go
     /// release (or check it with --check).
     GenOffsets(offsets::GenOffsetsArgs),
     /// Everything CI checks: fmt, clippy (host and BPF), unit tests, and privileged

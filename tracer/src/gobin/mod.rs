@@ -20,7 +20,6 @@ mod elf;
 mod image;
 mod moduledata;
 pub mod offsets;
-pub mod offsets_table;
 mod pclntab;
 
 #[cfg(test)]
@@ -115,6 +114,31 @@ pub enum GoBinaryError {
         /// File acted on.
         object: String,
     },
+}
+
+/// ELF machine number of x86-64.
+const EM_X86_64: u16 = 62;
+
+/// goprobe knows linux/amd64 only: its probe placement decodes x86 and its offsets and
+/// hooked functions are those of the Linux runtime.
+pub fn check_platform(binary: &GoBinary, path: &Path) -> anyhow::Result<()> {
+    if binary.machine() != EM_X86_64 {
+        anyhow::bail!(
+            "{} is not an x86-64 program (ELF machine {}): goprobe traces linux/amd64 Go \
+             programs only",
+            path.display(),
+            binary.machine()
+        );
+    }
+    if let Some(goos) = binary.build_info().and_then(|info| info.setting("GOOS"))
+        && goos != "linux"
+    {
+        anyhow::bail!(
+            "{} was built for GOOS={goos}: goprobe traces linux/amd64 Go programs only",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A function of the Go program.

@@ -6,10 +6,10 @@
 //!    Go: `SHF_COMPRESSED` in every release 1.21–1.27, `.zdebug_*` in older ones; both are
 //!    read). Exact for that binary.
 //! 2. [`from_table`]: a table generated from the DWARF of reference binaries, keyed by Go
-//!    minor release (`super::offsets_table`). Used for binaries without DWARF
-//!    (`-ldflags=-w`, `strip`).
+//!    minor release: data in `offsets_table.json`, written by `cargo xtask gen-offsets`.
+//!    Used for binaries without DWARF (`-ldflags=-w`, `strip`) or whose DWARF is damaged.
 //!
-//! For each release 1.21–1.27 the sixteen offsets were checked to be identical across
+//! For each release 1.21–1.27 the offsets were checked to be identical across
 //! build modes (default, PIE, cgo with external linking, GOAMD64=v3, `-race`), several
 //! GOEXPERIMENTs and `-gcflags=all=-N -l`, and across patch releases (x.y.0 or the earliest
 //! published patch against the latest). [`table_entries_from_binaries`] refuses to build a
@@ -19,186 +19,59 @@
 //! release (go1.24.3 → go1.24.11 added `m.allpSnapshot`, moving `m.preemptGen` from 896 to
 //! 920). Such a field must come from DWARF or be keyed by patch release.
 
-use std::{borrow::Cow, fmt, path::PathBuf, sync::Arc};
+use std::{
+    borrow::Cow,
+    fmt,
+    ops::Index,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
 
 use gimli::{
     Abbreviations, AttributeValue, DebugInfoOffset, DwAt, EndianSlice, Operation, Reader,
     RunTimeEndian, SectionId, UnitHeader, UnitSectionOffset,
 };
 use object::{Object, ObjectSection};
+use tracer_common::{FIELD_COUNT, Field, OFFSET_UNKNOWN};
 
 /// The value of an offset that is not known.
-pub const UNKNOWN: u32 = u32::MAX;
+pub const UNKNOWN: u32 = OFFSET_UNKNOWN;
 
-/// Byte offsets inside Go runtime structs needed by the kernel side; [`UNKNOWN`]
-/// (`u32::MAX`) = unknown.
+/// Byte offsets inside Go runtime structs needed by the kernel side, indexed by
+/// [`Field`] (the one list of fields, shared with the kernel side); [`UNKNOWN`] = unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RuntimeOffsets {
-    /// `g.goid` (uint64).
-    pub g_goid: u32,
-    /// `g.atomicstatus` (`atomic.Uint32`; the wrapper struct's offset, its value is at +0).
-    pub g_atomicstatus: u32,
-    /// `g.preempt` (bool).
-    pub g_preempt: u32,
-    /// `g.preemptStop` (bool).
-    pub g_preempt_stop: u32,
-    /// `g.m` (*m).
-    pub g_m: u32,
-    /// `g.sched.pc` (gobuf.pc, uintptr), from the start of `g`.
-    pub g_sched_pc: u32,
-    /// `m.procid` (uint64, the thread id on Linux).
-    pub m_procid: u32,
-    /// `m.id` (int64).
-    pub m_id: u32,
-    /// `m.curg` (*g).
-    pub m_curg: u32,
-    /// `m.p` (puintptr).
-    pub m_p: u32,
-    /// `p.id` (int32).
-    pub p_id: u32,
-    /// `p.status` (uint32).
-    pub p_status: u32,
-    /// `p.m` (muintptr).
-    pub p_m: u32,
-    /// `p.schedtick` (uint32).
-    pub p_schedtick: u32,
-    /// `p.sysmontick.schedtick` (uint32), from the start of `p`.
-    pub p_sysmontick_schedtick: u32,
-    /// `p.sysmontick.schedwhen` (int64, nanotime), from the start of `p`.
-    pub p_sysmontick_schedwhen: u32,
-}
+pub struct RuntimeOffsets(pub tracer_common::Offsets);
 
-/// Where each field of [`RuntimeOffsets`] is read from: (field, Go type, member path).
-/// The order is the declaration order of the fields.
-pub const FIELD_SOURCES: [(&str, &str, &str); 16] = [
-    ("g_goid", "runtime.g", "goid"),
-    ("g_atomicstatus", "runtime.g", "atomicstatus"),
-    ("g_preempt", "runtime.g", "preempt"),
-    ("g_preempt_stop", "runtime.g", "preemptStop"),
-    ("g_m", "runtime.g", "m"),
-    ("g_sched_pc", "runtime.g", "sched.pc"),
-    ("m_procid", "runtime.m", "procid"),
-    ("m_id", "runtime.m", "id"),
-    ("m_curg", "runtime.m", "curg"),
-    ("m_p", "runtime.m", "p"),
-    ("p_id", "runtime.p", "id"),
-    ("p_status", "runtime.p", "status"),
-    ("p_m", "runtime.p", "m"),
-    ("p_schedtick", "runtime.p", "schedtick"),
-    (
-        "p_sysmontick_schedtick",
-        "runtime.p",
-        "sysmontick.schedtick",
-    ),
-    (
-        "p_sysmontick_schedwhen",
-        "runtime.p",
-        "sysmontick.schedwhen",
-    ),
-];
+impl Index<Field> for RuntimeOffsets {
+    type Output = u32;
+
+    fn index(&self, field: Field) -> &u32 {
+        &self.0[field as usize]
+    }
+}
 
 impl RuntimeOffsets {
     /// Every offset unknown.
-    pub const UNKNOWN: RuntimeOffsets = RuntimeOffsets::from_array([UNKNOWN; 16]);
+    pub const UNKNOWN: RuntimeOffsets = RuntimeOffsets([UNKNOWN; FIELD_COUNT]);
 
-    /// The offsets in declaration order (the order of [`FIELD_SOURCES`]).
-    pub const fn to_array(&self) -> [u32; 16] {
-        let RuntimeOffsets {
-            g_goid,
-            g_atomicstatus,
-            g_preempt,
-            g_preempt_stop,
-            g_m,
-            g_sched_pc,
-            m_procid,
-            m_id,
-            m_curg,
-            m_p,
-            p_id,
-            p_status,
-            p_m,
-            p_schedtick,
-            p_sysmontick_schedtick,
-            p_sysmontick_schedwhen,
-        } = *self;
-        [
-            g_goid,
-            g_atomicstatus,
-            g_preempt,
-            g_preempt_stop,
-            g_m,
-            g_sched_pc,
-            m_procid,
-            m_id,
-            m_curg,
-            m_p,
-            p_id,
-            p_status,
-            p_m,
-            p_schedtick,
-            p_sysmontick_schedtick,
-            p_sysmontick_schedwhen,
-        ]
-    }
-
-    /// The inverse of [`RuntimeOffsets::to_array`].
-    pub const fn from_array(a: [u32; 16]) -> RuntimeOffsets {
-        let [
-            g_goid,
-            g_atomicstatus,
-            g_preempt,
-            g_preempt_stop,
-            g_m,
-            g_sched_pc,
-            m_procid,
-            m_id,
-            m_curg,
-            m_p,
-            p_id,
-            p_status,
-            p_m,
-            p_schedtick,
-            p_sysmontick_schedtick,
-            p_sysmontick_schedwhen,
-        ] = a;
-        RuntimeOffsets {
-            g_goid,
-            g_atomicstatus,
-            g_preempt,
-            g_preempt_stop,
-            g_m,
-            g_sched_pc,
-            m_procid,
-            m_id,
-            m_curg,
-            m_p,
-            p_id,
-            p_status,
-            p_m,
-            p_schedtick,
-            p_sysmontick_schedtick,
-            p_sysmontick_schedwhen,
-        }
-    }
-
-    /// `(field name, offset)` pairs in declaration order.
-    pub fn fields(&self) -> [(&'static str, u32); 16] {
-        let values = self.to_array();
-        std::array::from_fn(|i| (FIELD_SOURCES[i].0, values[i]))
+    /// `(field key, offset)` pairs in [`Field`] order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        Field::ALL
+            .into_iter()
+            .map(|field| (field.key(), self[field]))
     }
 
     /// True when no offset is [`UNKNOWN`].
     pub fn is_complete(&self) -> bool {
-        !self.to_array().contains(&UNKNOWN)
+        !self.0.contains(&UNKNOWN)
     }
 
     /// Names of the fields whose offsets differ between `self` and `other`, with both values.
     pub fn diff(&self, other: &RuntimeOffsets) -> Vec<(&'static str, u32, u32)> {
-        self.fields()
+        Field::ALL
             .into_iter()
-            .zip(other.to_array())
-            .filter(|((_, a), b)| a != b)
-            .map(|((name, a), b)| (name, a, b))
+            .filter(|field| self[*field] != other[*field])
+            .map(|field| (field.key(), self[field], other[field]))
             .collect()
     }
 }
@@ -272,6 +145,11 @@ pub enum OffsetsError {
     BadVersion(String),
     #[error("go{major}.{minor} is older than go1.21, the oldest release goprobe supports")]
     UnsupportedRelease { major: u32, minor: u32 },
+    #[error("--go-layout {release}: goprobe knows the layouts of Go {} to {}", known.0, known.1)]
+    UnknownLayout {
+        release: String,
+        known: (String, String),
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -333,14 +211,34 @@ pub fn from_table(major: u32, minor: u32) -> Option<(RuntimeOffsets, bool)> {
 }
 
 /// The newest table entry not newer than `major.minor`.
-fn table_entry(
-    major: u32,
-    minor: u32,
-) -> Option<&'static ((u32, u32), &'static str, RuntimeOffsets)> {
-    super::offsets_table::TABLE
+fn table_entry(major: u32, minor: u32) -> Option<&'static TableEntry> {
+    table()
         .iter()
         .rev()
         .find(|(release, _, _)| *release <= (major, minor))
+}
+
+/// The committed per-release table (`offsets_table.json`), ascending by release.
+pub fn table() -> &'static [TableEntry] {
+    static TABLE: OnceLock<Vec<TableEntry>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        // The file is ours and checked by the tests: a parse failure is a build defect.
+        parse_table(TABLE_JSON).unwrap_or_else(|err| panic!("offsets_table.json: {err}"))
+    })
+}
+
+/// The table as committed.
+pub const TABLE_JSON: &str = include_str!("offsets_table.json");
+
+/// The oldest and newest releases in the table, as `1.21` and `1.27`.
+pub fn table_range() -> (String, String) {
+    let name = |entry: Option<&TableEntry>| {
+        entry.map_or_else(
+            || "?".into(),
+            |((major, minor), _, _)| format!("{major}.{minor}"),
+        )
+    };
+    (name(table().first()), name(table().last()))
 }
 
 /// Offsets for a Go binary: its DWARF when present, else the table entry for `go_version`
@@ -428,45 +326,74 @@ pub fn table_entries_from_binaries(
     Ok(entries)
 }
 
-/// Renders `offsets_table.rs` for `entries` (sorted by release): deterministic and already
-/// formatted as rustfmt would (edition 2024, default settings).
-pub fn generate_table_source(entries: &[TableEntry]) -> String {
+/// Renders `offsets_table.json` for `entries` (sorted by release): deterministic, one
+/// release per object, fields in [`Field`] order.
+pub fn generate_table_json(entries: &[TableEntry]) -> String {
     let mut entries: Vec<&TableEntry> = entries.iter().collect();
     entries.sort_by_key(|(release, _, _)| *release);
-    let mut out = String::new();
-    out.push_str(
-        "//! GENERATED FILE, do not edit by hand.\n\
-         //!\n\
-         //! Go runtime struct offsets per Go minor release, read from the DWARF of reference\n\
-         //! binaries and written by `offsets::generate_table_source` (`cargo xtask gen-offsets`,\n\
-         //! which builds every installed Go toolchain in several build modes and refuses to\n\
-         //! write when binaries of one release disagree). Regenerate when a Go release is\n\
-         //! added; the tests fail when an installed release's DWARF differs from its entry.\n\
-         //! `u32::MAX` marks an unknown offset.\n\
-         \n\
-         use super::offsets::RuntimeOffsets;\n\
-         \n\
-         /// (release (major, minor), Go version it was derived from, offsets), ascending by\n\
-         /// release.\n\
-         pub const TABLE: &[((u32, u32), &str, RuntimeOffsets)] = &[\n",
+    let mut out = String::from(
+        "{\n  \"generated_by\": \"cargo xtask gen-offsets: Go runtime struct offsets per minor \
+         release, read from the DWARF of reference binaries; do not edit by hand\",\n  \
+         \"releases\": [\n",
     );
-    for ((major, minor), version, offsets) in entries {
-        out.push_str("    (\n");
-        out.push_str(&format!("        ({major}, {minor}),\n"));
-        out.push_str(&format!("        {version:?},\n"));
-        out.push_str("        RuntimeOffsets {\n");
-        for (name, value) in offsets.fields() {
-            if value == UNKNOWN {
-                out.push_str(&format!("            {name}: u32::MAX,\n"));
-            } else {
-                out.push_str(&format!("            {name}: {value},\n"));
-            }
-        }
-        out.push_str("        },\n");
-        out.push_str("    ),\n");
+    for (i, ((major, minor), version, offsets)) in entries.iter().enumerate() {
+        out.push_str(&format!(
+            "    {{\n      \"release\": \"{major}.{minor}\",\n      \"derived_from\": \"{version}\",\n      \"offsets\": {{\n"
+        ));
+        let fields: Vec<String> = offsets
+            .fields()
+            .map(|(key, value)| match value {
+                UNKNOWN => format!("        \"{key}\": null"),
+                value => format!("        \"{key}\": {value}"),
+            })
+            .collect();
+        out.push_str(&fields.join(",\n"));
+        out.push_str("\n      }\n    }");
+        out.push_str(if i + 1 < entries.len() { ",\n" } else { "\n" });
     }
-    out.push_str("];\n");
+    out.push_str("  ]\n}\n");
     out
+}
+
+/// Parses the table's JSON: every [`Field`] must be present (`null` = unknown), and no
+/// other key.
+pub fn parse_table(text: &str) -> Result<Vec<TableEntry>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[allow(dead_code, reason = "documents the file; not read")]
+        generated_by: String,
+        releases: Vec<Release>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Release {
+        release: String,
+        derived_from: String,
+        offsets: std::collections::BTreeMap<String, Option<u32>>,
+    }
+    let file: File = serde_json::from_str(text).map_err(|err| err.to_string())?;
+    let mut entries = Vec::new();
+    for release in file.releases {
+        let version = parse_go_version(&release.release).map_err(|err| err.to_string())?;
+        let mut offsets = RuntimeOffsets::UNKNOWN;
+        for field in Field::ALL {
+            let value = release
+                .offsets
+                .get(field.key())
+                .ok_or_else(|| format!("{}: no {}", release.release, field.key()))?;
+            offsets.0[field as usize] = value.unwrap_or(UNKNOWN);
+        }
+        if let Some(extra) = release
+            .offsets
+            .keys()
+            .find(|key| !Field::ALL.iter().any(|field| field.key() == key.as_str()))
+        {
+            return Err(format!("{}: unknown field {extra}", release.release));
+        }
+        entries.push((version, release.derived_from, offsets));
+    }
+    Ok(entries)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -528,15 +455,19 @@ fn extract(
     elf_bytes: &[u8],
     on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
 ) -> Result<RuntimeOffsets, OffsetsError> {
-    let requests = FIELD_SOURCES.map(|(_, ty, path)| (ty, path));
-    let mut values = [UNKNOWN; 16];
-    for (slot, value) in values
-        .iter_mut()
-        .zip(member_offsets(elf_bytes, &requests, on_missing)?)
-    {
+    let requests = Field::ALL.map(Field::source);
+    Ok(offsets_of(member_offsets(
+        elf_bytes, &requests, on_missing,
+    )?))
+}
+
+/// The offsets resolved for the requests made in [`Field`] order.
+fn offsets_of(values: Vec<u32>) -> RuntimeOffsets {
+    let mut offsets = RuntimeOffsets::UNKNOWN;
+    for (slot, value) in offsets.0.iter_mut().zip(values) {
         *slot = value;
     }
-    Ok(RuntimeOffsets::from_array(values))
+    offsets
 }
 
 /// Resolves each `(type, member path)` request; `on_missing` turns a per-request error into
@@ -587,18 +518,14 @@ pub fn from_binary_dwarf(binary: &super::GoBinary) -> Result<RuntimeOffsets, Off
     if !has_info {
         return Err(OffsetsError::NoDwarf);
     }
-    let requests = FIELD_SOURCES.map(|(_, ty, path)| (ty, path));
+    let requests = Field::ALL.map(Field::source);
     let values = member_offsets_with(
         RunTimeEndian::Little,
         |name| load_binary_section(binary, name),
         &requests,
         &mut |e| Err(e),
     )?;
-    let mut array = [UNKNOWN; 16];
-    for (slot, value) in array.iter_mut().zip(values) {
-        *slot = value;
-    }
-    Ok(RuntimeOffsets::from_array(array))
+    Ok(offsets_of(values))
 }
 
 /// [`resolve`] for an already opened binary (see [`from_binary_dwarf`]).
@@ -610,6 +537,102 @@ pub fn resolve_binary(
         Ok(offsets) => Ok((offsets, OffsetsSource::Dwarf)),
         Err(OffsetsError::NoDwarf) => from_table_for(go_version),
         Err(e) => Err(e),
+    }
+}
+
+/// The struct layout the kernel side reads a binary with, where it came from, and what
+/// the user should be told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// `None`: no Go memory is read (goroutine ids, P and M details missing).
+    pub offsets: Option<RuntimeOffsets>,
+    /// `DWARF`, `table (go1.27)`, …, or `none`.
+    pub source: String,
+    pub warnings: Vec<String>,
+}
+
+/// The layout for `binary` built by `go_version`: `release` (`--go-layout`) if given,
+/// else its DWARF, else the table entry for its release. DWARF that is present but
+/// unreadable (damaged, or missing a member) falls back to the table entry of the very
+/// same release; a newer release than the table knows then goes without offsets, since
+/// only its own DWARF could say how its structs changed.
+pub fn layout_for(
+    binary: &super::GoBinary,
+    go_version: &str,
+    release: Option<&str>,
+) -> Result<Layout, OffsetsError> {
+    if let Some(release) = release {
+        let (major, minor) = parse_go_version(release)?;
+        return match from_table(major, minor) {
+            Some((offsets, true)) => Ok(Layout {
+                offsets: Some(offsets),
+                source: OffsetsSource::Table {
+                    release: (major, minor),
+                    exact: true,
+                }
+                .to_string(),
+                warnings: Vec::new(),
+            }),
+            _ => Err(OffsetsError::UnknownLayout {
+                release: release.to_owned(),
+                known: table_range(),
+            }),
+        };
+    }
+    let none = |mut warnings: Vec<String>, err: &OffsetsError| {
+        warnings.push(format!(
+            "no struct offsets for this binary ({err}); goroutine ids, P and M details will \
+             be missing"
+        ));
+        Layout {
+            offsets: None,
+            source: "none".into(),
+            warnings,
+        }
+    };
+    let table = |warnings: Vec<String>| match from_table_for(go_version) {
+        Ok((offsets, source)) => {
+            let mut warnings = warnings;
+            if let OffsetsSource::Table { exact: false, .. } = source {
+                warnings.push(format!(
+                    "{go_version} is newer than every release goprobe knows; assuming the \
+                     {source}: check that goroutine ids look right, or choose another layout \
+                     with --go-layout"
+                ));
+            }
+            Layout {
+                offsets: Some(offsets),
+                source: source.to_string(),
+                warnings,
+            }
+        }
+        Err(err) => none(warnings, &err),
+    };
+    match from_binary_dwarf(binary) {
+        Ok(offsets) => Ok(Layout {
+            offsets: Some(offsets),
+            source: OffsetsSource::Dwarf.to_string(),
+            warnings: Vec::new(),
+        }),
+        Err(OffsetsError::NoDwarf) => Ok(table(Vec::new())),
+        Err(err) => match from_table_for(go_version) {
+            Ok((_, OffsetsSource::Table { exact: true, .. })) => Ok(table(vec![format!(
+                "cannot read struct offsets from this binary's DWARF ({err}); using goprobe's \
+                 table for {go_version}'s release instead"
+            )])),
+            _ => Ok(none(Vec::new(), &err)),
+        },
+    }
+}
+
+/// What the kernel side is configured with for one binary.
+pub fn binary_config(
+    offsets: Option<&RuntimeOffsets>,
+    gosched_preempted_arg: bool,
+) -> tracer_common::BinaryConfig {
+    tracer_common::BinaryConfig {
+        offsets: offsets.map_or(RuntimeOffsets::UNKNOWN.0, |offsets| offsets.0),
+        gosched_preempted_arg: u32::from(gosched_preempted_arg),
     }
 }
 
@@ -1041,7 +1064,7 @@ mod tests {
 
     #[test]
     fn table_is_sorted_unique_complete_and_starts_at_1_21() {
-        let table = super::super::offsets_table::TABLE;
+        let table = table();
         assert_eq!(table.first().map(|e| e.0), Some((1, 21)), "oldest entry");
         for pair in table.windows(2) {
             assert!(
@@ -1062,7 +1085,7 @@ mod tests {
 
     #[test]
     fn table_lookup_exact_newer_and_older() {
-        let table = super::super::offsets_table::TABLE;
+        let table = table();
         for (release, _, offsets) in table {
             assert_eq!(from_table(release.0, release.1), Some((*offsets, true)));
         }
@@ -1078,62 +1101,61 @@ mod tests {
     }
 
     #[test]
-    fn generated_source_matches_the_checked_in_table() {
-        let entries: Vec<TableEntry> = super::super::offsets_table::TABLE
-            .iter()
-            .map(|(release, version, offsets)| (*release, (*version).to_owned(), *offsets))
-            .collect();
+    fn generated_json_matches_the_checked_in_table() {
         assert_eq!(
-            generate_table_source(&entries),
-            include_str!("offsets_table.rs"),
-            "offsets_table.rs was edited by hand or the generator changed: regenerate it"
+            generate_table_json(table()),
+            TABLE_JSON,
+            "offsets_table.json was edited by hand or the generator changed: regenerate it"
         );
     }
 
     #[test]
-    fn generation_is_deterministic_and_sorts() {
+    fn generation_is_deterministic_sorts_and_parses_back() {
         let a = (
             (1, 30),
             "go1.30.1".to_owned(),
-            RuntimeOffsets::from_array([7; 16]),
+            RuntimeOffsets([7; FIELD_COUNT]),
         );
         let b = ((1, 29), "go1.29.0".to_owned(), RuntimeOffsets::UNKNOWN);
-        let one = generate_table_source(&[a.clone(), b.clone()]);
-        let two = generate_table_source(&[b, a]);
+        let one = generate_table_json(&[a.clone(), b.clone()]);
+        let two = generate_table_json(&[b.clone(), a.clone()]);
         assert_eq!(one, two);
-        let first_29 = one.find("(1, 29)").expect("1.29 present");
-        let first_30 = one.find("(1, 30)").expect("1.30 present");
+        let first_29 = one.find("\"1.29\"").expect("1.29 present");
+        let first_30 = one.find("\"1.30\"").expect("1.30 present");
         assert!(first_29 < first_30, "entries sorted by release");
+        assert!(one.contains("\"g_goid\": null"), "unknown written as null");
+        assert_eq!(parse_table(&one), Ok(vec![b, a]));
+    }
+
+    #[test]
+    fn table_parser_rejects_missing_and_unknown_fields() {
+        let good =
+            generate_table_json(&[((1, 21), "go1.21.0".into(), RuntimeOffsets([8; FIELD_COUNT]))]);
+        let missing = good.replace("        \"g_goid\": 8,\n", "");
+        assert!(parse_table(&missing).unwrap_err().contains("no g_goid"));
+        let unknown = good.replace("\"g_goid\": 8", "\"g_goid\": 8, \"g_m\": 48");
         assert!(
-            one.contains("g_goid: u32::MAX,"),
-            "unknown written as u32::MAX"
+            parse_table(&unknown)
+                .unwrap_err()
+                .contains("unknown field g_m")
         );
     }
 
     #[test]
-    fn array_round_trip_and_field_names() {
-        let values: [u32; 16] = std::array::from_fn(|i| i as u32 * 8);
-        let offsets = RuntimeOffsets::from_array(values);
-        assert_eq!(offsets.to_array(), values);
-        assert_eq!(offsets.g_goid, 0);
-        assert_eq!(offsets.p_sysmontick_schedwhen, 120);
-        let names: Vec<&str> = offsets.fields().iter().map(|(n, _)| *n).collect();
-        let debug = format!("{offsets:?}");
-        let mut at = 0;
-        for name in names {
-            let found = debug[at..]
-                .find(&format!("{name}:"))
-                .unwrap_or_else(|| panic!("{name} out of declaration order in FIELD_SOURCES"));
-            at += found;
-        }
+    fn fields_follow_the_field_enum() {
+        let offsets = RuntimeOffsets(std::array::from_fn(|i| i as u32 * 8));
+        assert_eq!(offsets[Field::GGoid], 0);
+        assert_eq!(offsets[Field::PSysmontickSchedwhen], 96);
+        let keys: Vec<&str> = offsets.fields().map(|(key, _)| key).collect();
+        assert_eq!(keys, Field::ALL.map(Field::key));
         assert!(!RuntimeOffsets::UNKNOWN.is_complete());
     }
 
     #[test]
     fn diff_names_differing_fields() {
-        let a = RuntimeOffsets::from_array([1; 16]);
+        let a = RuntimeOffsets([1; FIELD_COUNT]);
         let mut b = a;
-        b.m_procid = 2;
+        b.0[Field::MProcid as usize] = 2;
         assert_eq!(a.diff(&b), vec![("m_procid", 1, 2)]);
         assert!(a.diff(&a).is_empty());
     }

@@ -433,7 +433,7 @@ fn locations(rows: &[LocationCount]) -> Value {
 }
 
 pub fn summary_object(s: &Summary) -> Value {
-    let per_kind = |counts: &crate::loader::PerKind| {
+    let per_kind = |counts: &crate::events::PerKind| {
         EventKind::ALL
             .into_iter()
             .map(|kind| (kind_name(kind).to_string(), Value::from(counts.get(kind))))
@@ -563,6 +563,7 @@ mod tests {
             tid: 7,
             tgid: 5,
             cpu: 1,
+            seq: 0,
             data,
         };
         let preempted = Meaning::Preemption(Preemption {

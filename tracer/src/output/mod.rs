@@ -7,12 +7,23 @@ pub mod perfetto;
 pub mod prometheus;
 pub mod text;
 
-use std::{io, rc::Rc};
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use anyhow::Context as _;
+pub use prometheus::TargetInfo;
 
 use crate::{
+    cli::{Cli, Format},
     correlate::{Attempt, Meaning},
-    events::Event,
-    summary::Summary,
+    events::{Event, KernelCounters},
+    loader::KernelLog,
+    summary::{Aggregator, Summary},
     symbolize::Location,
 };
 
@@ -41,4 +52,159 @@ pub trait Output {
     fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Every output of a run, opened before anything is attached or started.
+pub struct Outputs {
+    pub list: Vec<Box<dyn Output>>,
+    pub metrics: Option<Metrics>,
+}
+
+/// The Prometheus endpoint: the latest snapshot and the task serving it.
+pub struct Metrics {
+    snapshot: prometheus::Snapshot,
+    pub server: tokio::task::JoinHandle<()>,
+    pub addr: SocketAddr,
+}
+
+impl Metrics {
+    /// Renders a new snapshot from the live aggregates.
+    pub fn update(
+        &self,
+        aggregator: &Aggregator,
+        kernel: &KernelCounters,
+        target: &TargetInfo<'_>,
+    ) {
+        let text = prometheus::render(aggregator, kernel, target);
+        if let Ok(mut latest) = self.snapshot.lock() {
+            *latest = text;
+        }
+    }
+}
+
+impl Outputs {
+    /// The main output (text or JSON, to stdout or `--output`), the Perfetto file, and the
+    /// metrics listener. Each failure names the file or address.
+    pub async fn open(cli: &Cli) -> anyhow::Result<Outputs> {
+        let mut list = vec![main_output(cli)?];
+        if let Some(path) = &cli.perfetto {
+            let file =
+                create(path).with_context(|| format!("--perfetto: creating {}", path.display()))?;
+            list.push(Box::new(
+                perfetto::PerfettoOutput::new(BufWriter::new(Named::new(file, path)))
+                    .with_context(|| format!("writing {}", path.display()))?,
+            ));
+        }
+        let metrics = match cli.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+                let addr = listener.local_addr().unwrap_or(addr);
+                let snapshot = prometheus::Snapshot::default();
+                let server = tokio::spawn(prometheus::serve(
+                    listener,
+                    std::sync::Arc::clone(&snapshot),
+                ));
+                crate::diag!("goprobe: serving Prometheus metrics at http://{addr}/metrics");
+                Some(Metrics {
+                    snapshot,
+                    server,
+                    addr,
+                })
+            }
+            None => None,
+        };
+        Ok(Outputs { list, metrics })
+    }
+}
+
+fn create(path: &Path) -> io::Result<File> {
+    File::create(path)
+}
+
+fn main_output(cli: &Cli) -> anyhow::Result<Box<dyn Output>> {
+    let writer: Box<dyn Write> = match &cli.output {
+        Some(path) => {
+            let file = create(path).with_context(|| format!("-o: creating {}", path.display()))?;
+            Box::new(BufWriter::with_capacity(1 << 18, Named::new(file, path)))
+        }
+        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
+    };
+    let live = match (cli.quiet, cli.raw) {
+        (true, _) => text::Live::Quiet,
+        (false, true) => text::Live::Events,
+        (false, false) => text::Live::Attempts,
+    };
+    Ok(match cli.format() {
+        Format::Text => Box::new(text::TextOutput::new(writer, live)),
+        Format::Json => Box::new(json::JsonOutput::new(writer, !cli.quiet)),
+    })
+}
+
+/// A file whose write errors name it (`writing /dev/full: No space left on device`).
+pub struct Named<W> {
+    inner: W,
+    path: PathBuf,
+}
+
+impl<W> Named<W> {
+    pub fn new(inner: W, path: &Path) -> Self {
+        Named {
+            inner,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn wrap(&self, err: io::Error) -> io::Error {
+        io::Error::new(
+            err.kind(),
+            format!("writing {}: {err}", self.path.display()),
+        )
+    }
+}
+
+impl<W: Write> Write for Named<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|err| self.wrap(err))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|err| self.wrap(err))
+    }
+}
+
+/// Prints the kernel side's log records as they come (only with -v).
+pub async fn drain_kernel_log(log: KernelLog) -> io::Result<()> {
+    // SAFETY: the logger owns its map fd for as long as the AsyncFd owns the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    }
+    .map_err(|err| err.into_parts().1)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+/// What to tell the user when records were lost: which kinds, and the remedy.
+pub fn loss_advice(summary: &Summary, ringbuf_kib: u32) -> String {
+    let kinds: Vec<String> = tracer_common::EventKind::ALL
+        .iter()
+        .filter(|kind| summary.kernel.lost.get(**kind) > 0)
+        .map(|kind| {
+            format!(
+                "{} {}",
+                summary.kernel.lost.get(*kind),
+                crate::events::kind_name(*kind)
+            )
+        })
+        .collect();
+    format!(
+        "{} records were lost because a ring buffer was full ({}); the attempts open then \
+         are marked `events_lost`. goprobe's reader fell behind: write to a file (-o) rather \
+         than a slow terminal, drop --slices, or raise --ringbuf-kib (now {ringbuf_kib})",
+        summary.lost_total(),
+        kinds.join(", ")
+    )
 }

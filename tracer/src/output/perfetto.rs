@@ -67,6 +67,7 @@ use tracer_common::EventKind;
 
 use super::{AttemptView, EventView, Output};
 use crate::{
+    chain::Link,
     correlate::{Attempt, Meaning, Outcome},
     events::{EventData, kind_name},
     summary::Summary,
@@ -271,58 +272,19 @@ mod pb {
     }
 }
 
-/// The link of the chain an event kind observes, for matching attempt stamps to events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Link {
-    Tick,
-    Request,
-    Signal,
-    Tgkill,
-    Generate,
-    Deliver,
-    Handler,
-    Preempt,
-    Off,
-}
-
-impl Link {
-    fn of(kind: EventKind) -> Option<Link> {
-        Some(match kind {
-            EventKind::SysmonTick => Link::Tick,
-            EventKind::PreemptOne | EventKind::SuspendG => Link::Request,
-            EventKind::SignalM | EventKind::PreemptM => Link::Signal,
-            EventKind::Tgkill => Link::Tgkill,
-            EventKind::SignalGenerate => Link::Generate,
-            EventKind::SignalDeliver => Link::Deliver,
-            EventKind::DoSigPreempt => Link::Handler,
-            EventKind::AsyncPreempt2 => Link::Preempt,
-            EventKind::GoschedImpl | EventKind::GopreemptM | EventKind::PreemptPark => Link::Off,
-            EventKind::Execute => return None,
-        })
-    }
-
-    /// Whether the link runs on the requesting thread (else on the target's).
-    fn on_requester(self) -> bool {
-        matches!(
-            self,
-            Link::Tick | Link::Request | Link::Signal | Link::Tgkill | Link::Generate
-        )
-    }
-}
-
 /// An attempt's stamps in chain order, with the links each may have come from (a request
 /// with nothing before its `signalM` is stamped at the `signalM`).
 fn stamped_links(attempt: &Attempt) -> [(Option<u64>, &'static [Link]); 9] {
     let s = &attempt.stamps;
     [
         (s.tick, &[Link::Tick]),
-        (s.request, &[Link::Request, Link::Signal]),
-        (s.signal, &[Link::Signal]),
+        (s.request, &[Link::Request, Link::SignalM]),
+        (s.signal, &[Link::SignalM]),
         (s.tgkill, &[Link::Tgkill]),
         (s.generate, &[Link::Generate]),
         (s.deliver, &[Link::Deliver]),
         (s.handler, &[Link::Handler]),
-        (s.preempt, &[Link::Preempt]),
+        (s.preempt, &[Link::AsyncPreempt2]),
         (s.off, &[Link::Off]),
     ]
 }
@@ -774,7 +736,7 @@ impl<W: Write> PerfettoOutput<W> {
             annotate_event(buf, text, view);
         });
         if let (
-            EventKind::GoschedImpl | EventKind::GopreemptM | EventKind::PreemptPark,
+            EventKind::GoschedImpl | EventKind::Yield | EventKind::PreemptPark,
             EventData::Goroutine { goid, g_addr, .. },
         ) = (event.kind, &event.data)
         {
@@ -1182,7 +1144,7 @@ impl<W: Write> Output for PerfettoOutput<W> {
             ("attempts", summary.attempts()),
             ("async_preemptions", summary.async_preemptions()),
             ("cooperative_preemptions", p.cooperative()),
-            ("voluntary_yields", summary.voluntary_yields),
+            ("voluntary_yields", summary.voluntary_yields.unwrap_or(0)),
             ("duration_ns", summary.run.duration_ns),
         ];
         self.finish(&Trailer {
@@ -1457,6 +1419,7 @@ mod tests {
                 tid,
                 tgid: PID,
                 cpu: 1,
+                seq: 0,
                 data,
             };
             let hints = crate::correlate::Hints {
@@ -1955,6 +1918,7 @@ mod tests {
                 tid: SYSMON,
                 tgid: PID,
                 cpu: 0,
+                seq: 0,
                 data: EventData::SysmonTick { now_ns: 0 },
             };
             let view = EventView {

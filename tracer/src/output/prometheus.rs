@@ -15,9 +15,9 @@ use tracer_common::EventKind;
 
 use crate::{
     correlate::{Hop, PreemptAction, PreemptPath},
+    events::KernelCounters,
     events::kind_name,
     histogram::Distribution,
-    loader::KernelCounters,
     summary::Aggregator,
 };
 
@@ -29,6 +29,8 @@ pub struct TargetInfo<'a> {
     pub pid: u32,
     pub binary: &'a str,
     pub go_version: &'a str,
+    /// Voluntary yields the kernel counted, when observed (`--yields`).
+    pub voluntary_yields: Option<u64>,
 }
 
 fn escape(label: &str) -> String {
@@ -148,11 +150,9 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "counter",
         "runtime.Gosched and friends: rescheduling that is not a preemption.",
     );
-    let _ = writeln!(
-        out,
-        "goprobe_voluntary_yields_total {}",
-        agg.voluntary_yields
-    );
+    if let Some(yields) = target.voluntary_yields {
+        let _ = writeln!(out, "goprobe_voluntary_yields_total {yields}");
+    }
 
     header(
         &mut out,
@@ -260,6 +260,7 @@ mod tests {
             tid: 1,
             tgid: 1,
             cpu: 0,
+            seq: 0,
             data: crate::events::EventData::Goroutine {
                 g_addr: 1,
                 goid: Some(7),
@@ -287,6 +288,7 @@ mod tests {
                 pid: 42,
                 binary: "/bin/\"app\"",
                 go_version: "go1.27.3",
+                voluntary_yields: Some(3),
             },
         );
         assert!(text.contains("goprobe_target_info{pid=\"42\",binary=\"/bin/\\\"app\\\"\""));

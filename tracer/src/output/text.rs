@@ -245,11 +245,13 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         p.stack_check_reschedule,
         p.stack_check_park
     )?;
-    writeln!(
-        out,
-        "  voluntary yields (Gosched)       {:>9}",
-        s.voluntary_yields
-    )?;
+    match s.voluntary_yields {
+        Some(yields) => writeln!(out, "  voluntary yields (Gosched)       {yields:>9}")?,
+        None => writeln!(
+            out,
+            "  voluntary yields (Gosched)     not counted (--yields)"
+        )?,
+    }
     writeln!(out)?;
 
     writeln!(
@@ -523,6 +525,7 @@ mod tests {
             refused: None,
             outcome,
             served: None,
+            events_lost: false,
         }
     }
 

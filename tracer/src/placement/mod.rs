@@ -221,6 +221,18 @@ fn shape_of(steps: &[Step]) -> Option<Shape> {
     }
 }
 
+/// The direct `CALL`s to `callee` in the function whose bytes (from its entry) are `code`:
+/// their offsets from the entry. A uprobe on such a call sees the callee's arguments
+/// already in their registers, and the kernel emulates `CALL rel32` (no single-step).
+pub fn call_sites(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
+    decode(code, entry)
+        .iter()
+        .filter(|i| is_direct(i, Mnemonic::Call) && i.branch_target() == Some(callee))
+        .filter(|i| kernel_handling(&code[(i.ip - entry) as usize..][..i.len]).is_emulated())
+        .map(|i| i.ip - entry)
+        .collect()
+}
+
 /// Where to put the uprobe for the function whose bytes (from its entry) are `code`.
 ///
 /// `code` may be a window (say the first 64 bytes) or the whole function. With the whole
@@ -384,6 +396,25 @@ mod tests {
     use super::*;
 
     const ENTRY: u64 = 0x40_1000;
+
+    #[test]
+    fn finds_direct_calls_to_the_callee_only() {
+        // MOVL $1, BX; CALL +0x10 (callee); CALL +0x20 (other); CALL AX (indirect)
+        let mut code = vec![0xbb, 1, 0, 0, 0];
+        let rel = |at: usize, target: u64| {
+            let next = ENTRY + at as u64 + 5;
+            (target.wrapping_sub(next) as u32).to_le_bytes()
+        };
+        let callee = ENTRY + 0x100;
+        code.push(0xe8);
+        code.extend(rel(5, callee));
+        code.push(0xe8);
+        code.extend(rel(10, ENTRY + 0x200));
+        code.extend([0xff, 0xd0]);
+        assert_eq!(call_sites(&code, ENTRY, callee), vec![5]);
+        assert!(call_sites(&code, ENTRY, ENTRY + 0x300).is_empty());
+        assert!(call_sites(&[], ENTRY, callee).is_empty());
+    }
 
     /// CMPQ SP, 16(R14); JBE +0x1d; PUSHQ BP; MOVQ SP, BP; SUBQ $0x30, SP; ...; stub
     fn small_with_stub() -> Vec<u8> {

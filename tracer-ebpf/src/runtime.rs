@@ -1,0 +1,65 @@
+//! `go_runtime`: the one uprobe program for every hooked Go runtime function.
+//!
+//! Attached once per binary (one uprobe_multi link on 6.6+, else one perf link per
+//! function), with the function's [`EventKind`] as attach cookie. A hit first finds its
+//! process in `TRACED_TGIDS` (processes of the same binary that are not traced stop
+//! there) and that process's binary config, then goes to the hook for the cookie.
+
+use aya_ebpf::{
+    EbpfContext, bindings::pt_regs, helpers::bpf_get_attach_cookie, macros::uprobe,
+    programs::ProbeContext,
+};
+use tracer_common::{BinaryConfig, EventKind};
+
+use crate::{BINARIES, goroutine, sysmon, traced_process};
+
+/// Everything a hook needs about the hit.
+pub struct Hit<'a> {
+    pub ctx: &'a ProbeContext,
+    /// The user registers at the probed instruction (entry, or the `PUSHQ BP` after the
+    /// stack check: the argument registers, RSP, RBP and R14 are the entry's there).
+    pub regs: &'a pt_regs,
+    pub binary: &'a BinaryConfig,
+}
+
+const SYSMON_TICK: u64 = EventKind::SysmonTick as u64;
+const PREEMPT_ONE: u64 = EventKind::PreemptOne as u64;
+const PREEMPT_M: u64 = EventKind::PreemptM as u64;
+const SIGNAL_M: u64 = EventKind::SignalM as u64;
+const DO_SIG_PREEMPT: u64 = EventKind::DoSigPreempt as u64;
+const ASYNC_PREEMPT2: u64 = EventKind::AsyncPreempt2 as u64;
+const GOSCHED_IMPL: u64 = EventKind::GoschedImpl as u64;
+const YIELD: u64 = EventKind::Yield as u64;
+const PREEMPT_PARK: u64 = EventKind::PreemptPark as u64;
+const SUSPEND_G: u64 = EventKind::SuspendG as u64;
+const EXECUTE: u64 = EventKind::Execute as u64;
+
+#[uprobe]
+pub fn go_runtime(ctx: ProbeContext) -> u32 {
+    let _ = try_go_runtime(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_go_runtime(ctx: &ProbeContext) -> Option<()> {
+    let process = traced_process(ctx.tgid())?;
+    let binary = BINARIES.get(process.binary)?;
+    // SAFETY: uprobe context is the user pt_regs, readable by the program.
+    let regs = unsafe { &*ctx.regs };
+    let hit = Hit { ctx, regs, binary };
+    // SAFETY: the helper reads the cookie of the link that fired.
+    match unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } {
+        SYSMON_TICK => sysmon::retake(&hit),
+        PREEMPT_ONE => sysmon::preemptone(&hit),
+        SIGNAL_M => sysmon::signal_m(&hit),
+        PREEMPT_M => sysmon::preempt_m(&hit),
+        DO_SIG_PREEMPT => goroutine::do_sig_preempt(&hit),
+        ASYNC_PREEMPT2 => goroutine::async_preempt2(&hit),
+        GOSCHED_IMPL => goroutine::gosched_impl(&hit),
+        YIELD => goroutine::yield_(&hit),
+        PREEMPT_PARK => goroutine::preempt_park(&hit),
+        SUSPEND_G => goroutine::suspend_g(&hit),
+        EXECUTE => goroutine::execute(&hit),
+        _ => None,
+    }
+}
