@@ -18,97 +18,14 @@ use std::collections::HashMap;
 
 use tracer_common::EventKind;
 
-use crate::events::{Event, EventData, SignalResult};
+use crate::{
+    chain::Link,
+    events::{Event, EventData, SignalResult},
+};
 
-/// How a preempted goroutine entered the scheduler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PreemptPath {
-    /// SIGURG → `doSigPreempt` injected a call → `asyncPreempt` → `asyncPreempt2`.
-    Async,
-    /// Prologue stack check saw `stackPreempt` → `morestack` → `newstack`.
-    StackCheck,
-}
+mod attempt;
 
-impl PreemptPath {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Async => "async",
-            Self::StackCheck => "stack_check",
-        }
-    }
-}
-
-/// What the runtime did with the goroutine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PreemptAction {
-    /// Back on a run queue (`goschedImpl` called on the preemption path).
-    Reschedule,
-    /// Parked in `_Gpreempted` for a `suspendG` (GC stack scan), via `preemptPark`.
-    Park,
-}
-
-impl PreemptAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Reschedule => "reschedule",
-            Self::Park => "park",
-        }
-    }
-}
-
-/// A goroutine that left the CPU because the runtime asked it to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Preemption {
-    pub ts_ns: u64,
-    pub tid: u32,
-    pub goid: Option<u64>,
-    pub path: PreemptPath,
-    pub action: PreemptAction,
-    /// Where the goroutine stopped: the interrupted PC (async path), or the prologue whose
-    /// stack check failed (`g.sched.pc`, stack-check path).
-    pub pc: Option<u64>,
-}
-
-/// What one event meant, beyond itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Meaning {
-    Preemption(Preemption),
-    /// `goschedImpl` from `runtime.Gosched` (or `goschedguarded`): not a preemption.
-    VoluntaryYield,
-    /// Nothing more than the event itself.
-    None,
-}
-
-/// Who asked for the preemption.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Requester {
-    /// sysmon's `retake`: a goroutine ran for over 10 ms.
-    Sysmon,
-    /// `preemptall`: stopping the world (GC phase changes, `GOMAXPROCS`, ...).
-    StopTheWorld,
-    /// `suspendG`: the GC scanning a running goroutine's stack.
-    Gc,
-    /// Anything else (a SIGURG from outside, a request made before tracing began).
-    Other,
-}
-
-impl Requester {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sysmon => "sysmon",
-            Self::StopTheWorld => "stop_the_world",
-            Self::Gc => "gc",
-            Self::Other => "other",
-        }
-    }
-
-    pub const ALL: [Requester; 4] = [
-        Requester::Sysmon,
-        Requester::StopTheWorld,
-        Requester::Gc,
-        Requester::Other,
-    ];
-}
+pub use attempt::*;
 
 /// What the pipeline knows about an event from symbols, which the correlator does not read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,233 +69,6 @@ impl Caller {
     }
 }
 
-/// Why a delivered SIGURG did not preempt the goroutine it found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Refusal {
-    /// The goroutine asked to stop was no longer the one running on that M.
-    TargetMoved,
-    /// The goroutine found was not in `_Grunning` (status in the attempt).
-    NotRunning,
-    /// Running, wanted, but not at an async safe point (runtime code, an unsafe point,
-    /// a syscall or cgo): see the attempt's interrupted PC.
-    UnsafePoint,
-}
-
-impl Refusal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::TargetMoved => "target_moved",
-            Self::NotRunning => "not_running",
-            Self::UnsafePoint => "unsafe_point",
-        }
-    }
-}
-
-/// How an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Outcome {
-    /// Preempted asynchronously: SIGURG, injected call, `asyncPreempt2`.
-    Async(PreemptAction),
-    /// Preempted at a function prologue (the request's stack guard), before or instead of
-    /// any signal.
-    Cooperative(PreemptAction),
-    /// The signal arrived and the handler injected nothing; nothing else preempted the
-    /// goroutine before the next request (or the end).
-    Refused(Refusal),
-    /// No SIGURG was sent (async preemption is off, or the P had no M) and the goroutine
-    /// was not preempted before the next request.
-    NoSignal,
-    /// Merged into a SIGURG already in flight to the same thread: by the runtime (a
-    /// request while `m.signalPending`) or by the kernel (signal already pending).
-    Coalesced,
-    /// Sent but never delivered before the next signal to that thread.
-    SignalLost,
-    /// No outcome within the expiry window (thread gone, or events lost).
-    Expired,
-    /// Tracing ended first.
-    Unfinished,
-    /// `preemptone` had nothing to do: the M runs no user goroutine, or is the caller's own
-    /// (stop-the-world skips itself). Counted, not shown live.
-    NoTarget,
-}
-
-impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Async(_) => "async",
-            Self::Cooperative(_) => "cooperative",
-            Self::Refused(_) => "refused",
-            Self::NoSignal => "no_signal",
-            Self::Coalesced => "coalesced",
-            Self::SignalLost => "signal_lost",
-            Self::Expired => "expired",
-            Self::Unfinished => "unfinished",
-            Self::NoTarget => "no_target",
-        }
-    }
-
-    pub fn is_preemption(self) -> bool {
-        matches!(self, Self::Async(_) | Self::Cooperative(_))
-    }
-}
-
-/// CLOCK_MONOTONIC timestamps of each link an attempt went through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stamps {
-    /// The sysmon tick (`retake` entry) the request was made in.
-    pub tick: Option<u64>,
-    /// `preemptone` or `suspendG` (or the `signalM` when nothing came before it).
-    pub request: Option<u64>,
-    pub signal: Option<u64>,
-    pub tgkill: Option<u64>,
-    pub generate: Option<u64>,
-    pub deliver: Option<u64>,
-    pub handler: Option<u64>,
-    /// `asyncPreempt2`.
-    pub preempt: Option<u64>,
-    /// Reschedule or park: the goroutine is off the CPU.
-    pub off: Option<u64>,
-}
-
-/// A hop between two links of the chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Hop {
-    TickToRequest,
-    RequestToSignal,
-    SignalToTgkill,
-    /// tgkill → delivery on the target thread: the kernel's part.
-    TgkillToDeliver,
-    DeliverToHandler,
-    HandlerToPreempt,
-    PreemptToOff,
-    /// Request → goroutine off the CPU, whatever the path: the preemption latency.
-    RequestToOff,
-}
-
-impl Hop {
-    pub const ALL: [Hop; 8] = [
-        Hop::TickToRequest,
-        Hop::RequestToSignal,
-        Hop::SignalToTgkill,
-        Hop::TgkillToDeliver,
-        Hop::DeliverToHandler,
-        Hop::HandlerToPreempt,
-        Hop::PreemptToOff,
-        Hop::RequestToOff,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::TickToRequest => "tick→request",
-            Self::RequestToSignal => "request→signalM",
-            Self::SignalToTgkill => "signalM→tgkill",
-            Self::TgkillToDeliver => "tgkill→deliver",
-            Self::DeliverToHandler => "deliver→handler",
-            Self::HandlerToPreempt => "handler→asyncPreempt2",
-            Self::PreemptToOff => "asyncPreempt2→off",
-            Self::RequestToOff => "request→off (total)",
-        }
-    }
-
-    /// Stable key for JSON and metrics.
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::TickToRequest => "tick_to_request",
-            Self::RequestToSignal => "request_to_signal",
-            Self::SignalToTgkill => "signal_to_tgkill",
-            Self::TgkillToDeliver => "tgkill_to_deliver",
-            Self::DeliverToHandler => "deliver_to_handler",
-            Self::HandlerToPreempt => "handler_to_preempt",
-            Self::PreemptToOff => "preempt_to_off",
-            Self::RequestToOff => "request_to_off",
-        }
-    }
-}
-
-/// One preemption attempt, from request to outcome.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Attempt {
-    pub id: u64,
-    pub requester: Requester,
-    /// Thread that asked (sysmon's, or the GC worker's).
-    pub requester_tid: u32,
-    /// Thread of the M running the goroutine.
-    pub target_tid: Option<u32>,
-    /// The goroutine asked to stop.
-    pub goid: Option<u64>,
-    /// The goroutine that actually stopped (differs when the target moved on).
-    pub preempted_goid: Option<u64>,
-    pub p_id: Option<i32>,
-    pub m_id: Option<i64>,
-    /// How long the goroutine had been running when last asked: request time minus
-    /// `p.sysmontick.schedwhen` (a lower bound; sysmon requests only).
-    pub ran_ns: Option<u64>,
-    /// Further requests from the same requester for the same goroutine while this one
-    /// had no answer yet (sysmon every tick, stop-the-world every ~100 µs): one attempt.
-    pub retries: u32,
-    pub stamps: Stamps,
-    /// Where the thread was when the signal was handled (or delivered).
-    pub interrupted_pc: Option<u64>,
-    /// `g.atomicstatus` of the goroutine the handler found.
-    pub handler_g_status: Option<u32>,
-    /// The handler ran and injected nothing (the final outcome may still be cooperative).
-    pub refused: Option<Refusal>,
-    pub outcome: Outcome,
-    /// Preempted cooperatively while its SIGURG was still in flight: the outcome is known,
-    /// the attempt stays open until the handler consumes the signal.
-    pub served: Option<Outcome>,
-    /// Records were lost while this attempt was open: a link may be missing and the
-    /// outcome may be wrong.
-    pub events_lost: bool,
-}
-
-impl Attempt {
-    /// Each hop's duration, where both ends were observed.
-    pub fn hops(&self) -> impl Iterator<Item = (Hop, u64)> + '_ {
-        let s = &self.stamps;
-        let span = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
-        Hop::ALL.into_iter().filter_map(move |hop| {
-            let d = match hop {
-                Hop::TickToRequest => span(s.tick, s.request),
-                Hop::RequestToSignal => span(s.request, s.signal),
-                Hop::SignalToTgkill => span(s.signal, s.tgkill),
-                Hop::TgkillToDeliver => span(s.tgkill, s.deliver),
-                Hop::DeliverToHandler => span(s.deliver, s.handler),
-                Hop::HandlerToPreempt => span(s.handler, s.preempt),
-                Hop::PreemptToOff => span(s.preempt, s.off),
-                Hop::RequestToOff if self.outcome.is_preemption() => span(s.request, s.off),
-                Hop::RequestToOff => None,
-            };
-            d.map(|d| (hop, d))
-        })
-    }
-
-    pub fn hop(&self, hop: Hop) -> Option<u64> {
-        self.hops().find(|(h, _)| *h == hop).map(|(_, d)| d)
-    }
-
-    /// When the attempt began.
-    pub fn start_ns(&self) -> u64 {
-        let s = &self.stamps;
-        s.request
-            .or(s.signal)
-            .or(s.tgkill)
-            .or(s.generate)
-            .or(s.deliver)
-            .or(s.handler)
-            .unwrap_or(0)
-    }
-}
-
-/// What correlation found, beyond per-event meanings.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Finding {
-    /// A finished attempt.
-    Attempt(Box<Attempt>),
-    /// Interval between two consecutive sysmon ticks.
-    TickInterval(u64),
-}
-
 /// How long an attempt may stay open. Long, because a stop-the-world or GC request with
 /// async preemption off legitimately waits seconds for a goroutine to reach a prologue.
 const EXPIRE_AFTER_NS: u64 = 60_000_000_000;
@@ -412,6 +102,8 @@ struct PendingAsync {
 /// A GC `suspendG` of a running goroutine not yet turned into an attempt.
 #[derive(Clone, Copy)]
 struct PendingSuspend {
+    /// The id its attempt will have: the `suspendG` event carries it from the start.
+    id: u64,
     ts: u64,
     requester_tid: u32,
 }
@@ -432,6 +124,8 @@ pub struct Correlator {
     now_ns: u64,
     last_sweep_ns: u64,
     findings: Vec<Finding>,
+    /// The attempt the event being observed was folded into.
+    tag: Option<u64>,
 }
 
 impl Correlator {
@@ -448,7 +142,7 @@ impl Correlator {
     pub fn finish(&mut self) {
         let deciding: Vec<Attempt> = self.deciding.drain().flat_map(|(_, a)| a).collect();
         for mut attempt in deciding {
-            let outcome = if attempt.stamps.preempt.is_some() {
+            let outcome = if attempt.stamps[Link::AsyncPreempt2].is_some() {
                 Outcome::Unfinished
             } else {
                 let refusal = attempt.refused.unwrap_or_else(|| refusal(&attempt));
@@ -485,9 +179,19 @@ impl Correlator {
         }
     }
 
-    /// Feeds one event, with what symbols say about it.
-    pub fn observe(&mut self, event: &Event, hints: Hints) -> Meaning {
+    /// Feeds one event, with what symbols say about it: what it meant, and the attempt it
+    /// belongs to.
+    pub fn observe(&mut self, event: &Event, hints: Hints) -> Observed {
+        let meaning = self.observe_meaning(event, hints);
+        Observed {
+            meaning,
+            attempt: self.tag.take(),
+        }
+    }
+
+    fn observe_meaning(&mut self, event: &Event, hints: Hints) -> Meaning {
         let caller = hints.caller;
+        self.tag = None;
         self.now_ns = self.now_ns.max(event.ts_ns);
         // Run slices and yields come from the bulk ring and take no part in the chain: a
         // thread's chain records alone decide its attempts, with `--slices` or without.
@@ -545,25 +249,7 @@ impl Correlator {
 
     fn new_attempt(&mut self, requester: Requester, requester_tid: u32) -> Attempt {
         self.next_id += 1;
-        Attempt {
-            id: self.next_id,
-            requester,
-            requester_tid,
-            target_tid: None,
-            goid: None,
-            preempted_goid: None,
-            p_id: None,
-            m_id: None,
-            ran_ns: None,
-            retries: 0,
-            stamps: Stamps::default(),
-            interrupted_pc: None,
-            handler_g_status: None,
-            refused: None,
-            outcome: Outcome::Unfinished,
-            served: None,
-            events_lost: false,
-        }
+        Attempt::new(self.next_id, requester, requester_tid)
     }
 
     fn close(&mut self, mut attempt: Attempt, outcome: Outcome) {
@@ -607,12 +293,13 @@ impl Correlator {
             _ => Requester::Other,
         };
         let mut attempt = self.new_attempt(requester, event.tid);
+        self.tag = Some(attempt.id);
         attempt.target_tid = m_tid;
         attempt.goid = goid;
         attempt.p_id = p_id;
-        attempt.stamps.request = Some(event.ts_ns);
+        attempt.stamps[Link::Request] = Some(event.ts_ns);
         if requester == Requester::Sysmon {
-            attempt.stamps.tick = self
+            attempt.stamps[Link::Tick] = self
                 .last_tick
                 .filter(|(tid, _)| *tid == event.tid)
                 .map(|(_, ts)| ts);
@@ -640,6 +327,7 @@ impl Correlator {
                 if let Some(open) = self.open.get_mut(&target) {
                     open.retries += 1;
                     open.ran_ns = attempt.ran_ns.or(open.ran_ns);
+                    self.tag = Some(open.id);
                 }
                 self.next_id -= 1;
                 self.thread(event.tid).awaiting_signal = Some(target);
@@ -673,10 +361,11 @@ impl Correlator {
         if let (Some(target), Some(awaited)) = (target, awaited)
             && target == awaited
             && let Some(attempt) = self.open.get_mut(&target)
-            && attempt.stamps.signal.is_none()
+            && attempt.stamps[Link::SignalM].is_none()
         {
-            attempt.stamps.signal = Some(event.ts_ns);
+            attempt.stamps[Link::SignalM] = Some(event.ts_ns);
             attempt.m_id = m_id;
+            self.tag = Some(attempt.id);
             return;
         }
         let requester = match caller {
@@ -688,14 +377,16 @@ impl Correlator {
         attempt.goid = goid;
         attempt.p_id = p_id;
         attempt.m_id = m_id;
-        attempt.stamps.signal = Some(event.ts_ns);
-        attempt.stamps.request = Some(event.ts_ns);
+        attempt.stamps[Link::SignalM] = Some(event.ts_ns);
+        attempt.stamps[Link::Request] = Some(event.ts_ns);
         if requester == Requester::Gc
             && let Some(goid) = goid
             && let Some(suspend) = self.suspends.remove(&goid)
         {
-            attempt.stamps.request = Some(suspend.ts);
+            attempt.id = suspend.id;
+            attempt.stamps[Link::Request] = Some(suspend.ts);
         }
+        self.tag = Some(attempt.id);
         match target {
             Some(target) => self.open_for(target, attempt),
             None => self.close(attempt, Outcome::Expired),
@@ -704,14 +395,19 @@ impl Correlator {
 
     fn on_tgkill(&mut self, event: &Event, target: u32) {
         match self.open.get_mut(&target) {
-            Some(attempt) if attempt.stamps.signal.is_some() && attempt.stamps.tgkill.is_none() => {
-                attempt.stamps.tgkill = Some(event.ts_ns);
+            Some(attempt)
+                if attempt.stamps[Link::SignalM].is_some()
+                    && attempt.stamps[Link::Tgkill].is_none() =>
+            {
+                attempt.stamps[Link::Tgkill] = Some(event.ts_ns);
+                self.tag = Some(attempt.id);
             }
             _ => {
                 // A SIGURG nobody in the runtime asked for (or whose request we missed).
                 let mut attempt = self.new_attempt(Requester::Other, event.tid);
+                self.tag = Some(attempt.id);
                 attempt.target_tid = Some(target);
-                attempt.stamps.tgkill = Some(event.ts_ns);
+                attempt.stamps[Link::Tgkill] = Some(event.ts_ns);
                 self.open_for(target, attempt);
             }
         }
@@ -721,10 +417,11 @@ impl Correlator {
         let Some(attempt) = self.open.get_mut(&target) else {
             return;
         };
-        if attempt.stamps.generate.is_some() {
+        if attempt.stamps[Link::Generate].is_some() {
             return;
         }
-        attempt.stamps.generate = Some(event.ts_ns);
+        attempt.stamps[Link::Generate] = Some(event.ts_ns);
+        self.tag = Some(attempt.id);
         if result == SignalResult::AlreadyPending
             && let Some(attempt) = self.open.remove(&target)
         {
@@ -735,17 +432,19 @@ impl Correlator {
     fn on_deliver(&mut self, event: &Event, user_pc: u64) {
         let target = event.tid;
         let fresh = match self.open.get_mut(&target) {
-            Some(attempt) if attempt.stamps.deliver.is_none() => {
-                attempt.stamps.deliver = Some(event.ts_ns);
+            Some(attempt) if attempt.stamps[Link::Deliver].is_none() => {
+                attempt.stamps[Link::Deliver] = Some(event.ts_ns);
                 attempt.interrupted_pc = Some(user_pc);
+                self.tag = Some(attempt.id);
                 false
             }
             _ => true,
         };
         if fresh {
             let mut attempt = self.new_attempt(Requester::Other, 0);
+            self.tag = Some(attempt.id);
             attempt.target_tid = Some(target);
-            attempt.stamps.deliver = Some(event.ts_ns);
+            attempt.stamps[Link::Deliver] = Some(event.ts_ns);
             attempt.interrupted_pc = Some(user_pc);
             self.open_for(target, attempt);
         }
@@ -771,10 +470,11 @@ impl Correlator {
                     self.refuse_deciding(event.tid);
                 }
                 if let Some(attempt) = self.open.get_mut(&event.tid)
-                    && attempt.stamps.handler.is_none()
+                    && attempt.stamps[Link::Handler].is_none()
                 {
-                    attempt.stamps.handler = Some(event.ts_ns);
+                    attempt.stamps[Link::Handler] = Some(event.ts_ns);
                     attempt.handler_g_status = g_status;
+                    self.tag = Some(attempt.id);
                     if hints.in_async_preempt {
                         // Inside the injected call: never an async safe point.
                         attempt.refused = Some(Refusal::UnsafePoint);
@@ -800,9 +500,12 @@ impl Correlator {
                 if g_status == Some(G_RUNNING)
                     && let Some(goid) = goid
                 {
+                    self.next_id += 1;
+                    self.tag = Some(self.next_id);
                     self.suspends.insert(
                         goid,
                         PendingSuspend {
+                            id: self.next_id,
                             ts: event.ts_ns,
                             requester_tid: event.tid,
                         },
@@ -829,11 +532,12 @@ impl Correlator {
                     None => self.open.get_mut(&tid),
                 };
                 if let Some(attempt) = attempt
-                    && attempt.stamps.preempt.is_none()
+                    && attempt.stamps[Link::AsyncPreempt2].is_none()
                 {
-                    attempt.stamps.preempt = Some(event.ts_ns);
+                    attempt.stamps[Link::AsyncPreempt2] = Some(event.ts_ns);
                     attempt.preempted_goid = goid.or(attempt.preempted_goid);
                     attempt.refused = None;
+                    self.tag = Some(attempt.id);
                 }
                 Meaning::None
             }
@@ -889,7 +593,8 @@ impl Correlator {
         if path == PreemptPath::Async
             && let Some(mut attempt) = self.take_accepted(event.tid)
         {
-            attempt.stamps.off = Some(event.ts_ns);
+            attempt.stamps[Link::Off] = Some(event.ts_ns);
+            self.tag = Some(attempt.id);
             self.close(attempt, outcome);
             return meaning;
         }
@@ -924,7 +629,8 @@ impl Correlator {
                 })
         });
         if served_in_flight && let Some(attempt) = key.and_then(|key| self.open.get_mut(&key)) {
-            attempt.stamps.off = Some(event.ts_ns);
+            attempt.stamps[Link::Off] = Some(event.ts_ns);
+            self.tag = Some(attempt.id);
             attempt.preempted_goid = goid.or(attempt.preempted_goid);
             attempt.interrupted_pc = stop_pc.or(attempt.interrupted_pc);
             attempt.served = Some(outcome);
@@ -932,7 +638,8 @@ impl Correlator {
                 self.suspends.remove(&goid);
             }
         } else if let Some(mut attempt) = key.and_then(|key| self.open.remove(&key)) {
-            attempt.stamps.off = Some(event.ts_ns);
+            attempt.stamps[Link::Off] = Some(event.ts_ns);
+            self.tag = Some(attempt.id);
             attempt.preempted_goid = goid.or(attempt.preempted_goid);
             if path == PreemptPath::StackCheck {
                 attempt.interrupted_pc = stop_pc.or(attempt.interrupted_pc);
@@ -946,7 +653,8 @@ impl Correlator {
         {
             let mut attempt = self.gc_attempt(goid, suspend);
             attempt.target_tid = Some(event.tid);
-            attempt.stamps.off = Some(event.ts_ns);
+            attempt.stamps[Link::Off] = Some(event.ts_ns);
+            self.tag = Some(attempt.id);
             attempt.preempted_goid = Some(goid);
             attempt.interrupted_pc = stop_pc;
             self.close(attempt, outcome);
@@ -956,8 +664,9 @@ impl Correlator {
 
     fn gc_attempt(&mut self, goid: u64, suspend: PendingSuspend) -> Attempt {
         let mut attempt = self.new_attempt(Requester::Gc, suspend.requester_tid);
+        attempt.id = suspend.id;
         attempt.goid = Some(goid);
-        attempt.stamps.request = Some(suspend.ts);
+        attempt.stamps[Link::Request] = Some(suspend.ts);
         attempt
     }
 
@@ -969,8 +678,8 @@ impl Correlator {
         }
         self.refuse_deciding(event.tid);
         if let Some(attempt) = self.open.get_mut(&event.tid)
-            && attempt.stamps.handler.is_some()
-            && attempt.stamps.preempt.is_none()
+            && attempt.stamps[Link::Handler].is_some()
+            && attempt.stamps[Link::AsyncPreempt2].is_none()
             && attempt.refused.is_none()
         {
             attempt.refused = Some(refusal(attempt));
@@ -983,8 +692,9 @@ impl Correlator {
         let Some(list) = self.deciding.get_mut(&tid) else {
             return;
         };
-        let (keep, refused): (Vec<Attempt>, Vec<Attempt>) =
-            list.drain(..).partition(|a| a.stamps.preempt.is_some());
+        let (keep, refused): (Vec<Attempt>, Vec<Attempt>) = list
+            .drain(..)
+            .partition(|a| a.stamps[Link::AsyncPreempt2].is_some());
         *list = keep;
         if list.is_empty() {
             self.deciding.remove(&tid);
@@ -1038,8 +748,8 @@ impl Correlator {
         self.last_sweep_ns = self.now_ns;
         let now = self.now_ns;
         for attempt in self.open.values_mut() {
-            if let Some(handler) = attempt.stamps.handler
-                && attempt.stamps.preempt.is_none()
+            if let Some(handler) = attempt.stamps[Link::Handler]
+                && attempt.stamps[Link::AsyncPreempt2].is_none()
                 && attempt.refused.is_none()
                 && now.saturating_sub(handler) > DECISION_WINDOW_NS
             {
@@ -1051,9 +761,8 @@ impl Correlator {
             .iter()
             .filter(|(_, list)| {
                 list.iter().any(|a| {
-                    a.stamps.preempt.is_none()
-                        && a.stamps
-                            .handler
+                    a.stamps[Link::AsyncPreempt2].is_none()
+                        && a.stamps[Link::Handler]
                             .is_some_and(|h| now.saturating_sub(h) > DECISION_WINDOW_NS)
                 })
             })
@@ -1120,24 +829,27 @@ fn refusal(attempt: &Attempt) -> Refusal {
 /// The handler ran; whether it injected the call is not known yet.
 fn decision_pending(attempt: &Attempt) -> bool {
     let s = &attempt.stamps;
-    s.handler.is_some() && s.preempt.is_none() && attempt.refused.is_none()
+    s[Link::Handler].is_some() && s[Link::AsyncPreempt2].is_none() && attempt.refused.is_none()
 }
 
 /// Its `asyncPreempt2` ran: only the reschedule or park is still to come.
 fn accepted(attempt: &Attempt) -> bool {
-    attempt.stamps.preempt.is_some() && attempt.stamps.off.is_none()
+    attempt.stamps[Link::AsyncPreempt2].is_some() && attempt.stamps[Link::Off].is_none()
 }
 
 /// Nothing has happened since the request: no signal sent, no handler.
 fn no_signal_yet(attempt: &Attempt) -> bool {
     let s = &attempt.stamps;
-    s.signal.is_none() && s.tgkill.is_none() && s.deliver.is_none() && s.handler.is_none()
+    s[Link::SignalM].is_none()
+        && s[Link::Tgkill].is_none()
+        && s[Link::Deliver].is_none()
+        && s[Link::Handler].is_none()
 }
 
 /// A SIGURG was sent for this attempt and the handler has not consumed it yet.
 fn signal_in_flight(attempt: &Attempt) -> bool {
     let s = &attempt.stamps;
-    (s.signal.is_some() || s.tgkill.is_some()) && s.handler.is_none()
+    (s[Link::SignalM].is_some() || s[Link::Tgkill].is_some()) && s[Link::Handler].is_none()
 }
 
 /// The outcome of an attempt replaced by a newer one for the same M.
@@ -1147,9 +859,9 @@ fn superseded_outcome(old: &Attempt) -> Outcome {
         outcome
     } else if let Some(refusal) = old.refused {
         Outcome::Refused(refusal)
-    } else if s.handler.is_some() {
+    } else if s[Link::Handler].is_some() {
         Outcome::Refused(refusal(old))
-    } else if s.signal.is_some() || s.tgkill.is_some() {
+    } else if s[Link::SignalM].is_some() || s[Link::Tgkill].is_some() {
         Outcome::SignalLost
     } else {
         Outcome::NoSignal

@@ -32,7 +32,7 @@ impl Default for Distribution {
 }
 
 /// Summary statistics of a [`Distribution`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub count: u64,
     pub min: u64,

@@ -23,6 +23,8 @@ pub struct Pipeline {
     outputs: Vec<Box<dyn Output>>,
     /// Time zero of relative timestamps: when the probes went live.
     pub start_ns: u64,
+    /// The traced process.
+    pid: u32,
     /// The next sequence number expected from each (stream, CPU).
     next_seq: HashMap<(u32, u32), u64>,
 }
@@ -37,6 +39,7 @@ fn stream_of(kind: EventKind) -> Stream {
 
 impl Pipeline {
     pub fn new(
+        pid: u32,
         binary: Arc<GoBinary>,
         bias: u64,
         outputs: Vec<Box<dyn Output>>,
@@ -48,6 +51,7 @@ impl Pipeline {
             symbolizer: Symbolizer::new(binary, bias),
             outputs,
             start_ns,
+            pid,
             next_seq: HashMap::new(),
         }
     }
@@ -73,11 +77,12 @@ impl Pipeline {
                         .as_ref()
                         .is_some_and(|loc| loc.function == "runtime.asyncPreempt"),
                 };
-                let meaning = self.correlator.observe(&event, hints);
-                self.aggregator.add(&event, &meaning);
+                let observed = self.correlator.observe(&event, hints);
+                self.aggregator.add(&event, &observed.meaning);
                 let view = EventView {
                     event: &event,
-                    meaning: &meaning,
+                    meaning: &observed.meaning,
+                    attempt: observed.attempt,
                     location,
                     caller,
                     rel_ns: event.ts_ns as i64 - self.start_ns as i64,
@@ -115,12 +120,14 @@ impl Pipeline {
             symbolizer,
             outputs,
             start_ns,
+            pid,
             ..
         } = self;
         for finding in correlator.drain_findings() {
             aggregator.add_finding(&finding);
             if let Finding::Attempt(attempt) = &finding {
                 let view = AttemptView {
+                    pid: *pid,
                     attempt,
                     location: attempt.interrupted_pc.and_then(|pc| symbolizer.locate(pc)),
                     rel_ns: attempt.start_ns() as i64 - *start_ns as i64,

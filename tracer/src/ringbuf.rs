@@ -56,6 +56,10 @@ const HOLD_RETRY: Duration = Duration::from_millis(2);
 /// Records go downstream in batches of at most this many: one channel hand-over (and at
 /// most one cross-thread wake-up) per batch, not per record.
 pub const BATCH: usize = 1024;
+/// At most this many records are read from each ring per cycle, so what goprobe holds in
+/// memory stays bounded however far it falls behind (the rest waits in the ring, which
+/// the kernel sized, and what does not fit there is counted as lost).
+const READ_PER_CYCLE: usize = 8 * BATCH;
 
 /// Reads `rings` until `stop` turns true, then drains what is left and returns (dropping
 /// `tx`, which tells the consumer the stream is complete).
@@ -92,17 +96,24 @@ pub async fn drain(
                 continue;
             }
         }
-        let watermark = monotonic_ns().saturating_sub(IN_FLIGHT_NS);
-        let count = read_all(&mut fds, &mut held);
+        let now = monotonic_ns().saturating_sub(IN_FLIGHT_NS);
+        let (count, horizon) = read_some(&mut fds, &mut held, READ_PER_CYCLE);
+        let watermark = horizon.map_or(now, |horizon| horizon.min(now));
         if forward(&tx, &mut held, Some(watermark)).await.is_err() {
             return Ok(());
         }
-        if count >= BUSY_BATCH {
+        // Busy but caught up: let records gather. Behind (a ring still had more): no pause.
+        if count >= BUSY_BATCH && horizon.is_none() {
             tokio::time::sleep(BUSY_PAUSE).await;
         }
     }
     // Whatever the kernel submitted before detach is still in the rings.
-    read_all(&mut fds, &mut held);
+    loop {
+        let (_, horizon) = read_some(&mut fds, &mut held, READ_PER_CYCLE);
+        if forward(&tx, &mut held, horizon).await.is_err() || horizon.is_none() {
+            break;
+        }
+    }
     let _ = forward(&tx, &mut held, None).await;
     Ok(())
 }
@@ -123,17 +134,33 @@ async fn futures_select_all<F: std::future::Future + Unpin>(
     .await
 }
 
-/// Reads every record now in the rings into `held`, kept sorted by timestamp; returns how
-/// many were read.
-fn read_all(fds: &mut [AsyncFd<RingBuf<MapData>>], held: &mut VecDeque<Record>) -> usize {
+/// Reads up to `limit` records from each ring into `held`, kept sorted by timestamp.
+/// Returns how many were read and, when a ring still had more, the horizon: records
+/// older than the last one read from it minus [`IN_FLIGHT_NS`] are complete.
+fn read_some(
+    fds: &mut [AsyncFd<RingBuf<MapData>>],
+    held: &mut VecDeque<Record>,
+    limit: usize,
+) -> (usize, Option<u64>) {
     let before = held.len();
+    let mut horizon: Option<u64> = None;
     for fd in fds.iter_mut() {
         let ring = fd.get_mut();
-        while let Some(item) = ring.next() {
-            held.push_back(match Event::decode(&item) {
+        let mut read = 0;
+        let mut last = 0;
+        while read < limit {
+            let Some(item) = ring.next() else { break };
+            let record = match Event::decode(&item) {
                 Ok(event) => Record::Event(event),
                 Err(err) => Record::Malformed(err),
-            });
+            };
+            last = last.max(record.ts());
+            held.push_back(record);
+            read += 1;
+        }
+        if read == limit {
+            let this = last.saturating_sub(IN_FLIGHT_NS);
+            horizon = Some(horizon.map_or(this, |h| h.min(this)));
         }
     }
     let read = held.len() - before;
@@ -141,7 +168,7 @@ fn read_all(fds: &mut [AsyncFd<RingBuf<MapData>>], held: &mut VecDeque<Record>) 
         // Stable: equal timestamps keep ring order.
         held.make_contiguous().sort_by_key(Record::ts);
     }
-    read
+    (read, horizon)
 }
 
 /// Sends the held records older than `watermark` (all with `None`) in batches. Errs when

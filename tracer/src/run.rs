@@ -33,8 +33,9 @@ use crate::{
 const OLDEST_GO_MINOR: u32 = 21;
 /// How long a command goprobe started gets to exit after goprobe stops it, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Size of the bulk ring when records go there (`--slices`), and when none do.
-const BULK_RING_BYTES: u32 = 16 << 20;
+/// The bulk ring is this many times the chain's: it takes up to millions of records a
+/// second. When no records go there (no `--yields`, `--slices`) it is one page.
+const BULK_RING_FACTOR: u32 = 4;
 const EMPTY_RING_BYTES: u32 = 4096;
 
 /// Why tracing stopped.
@@ -200,7 +201,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
     let rings = RingSizes {
         chain: cli.ringbuf_kib * 1024,
         bulk: if cli.wants_yields() {
-            BULK_RING_BYTES
+            BULK_RING_FACTOR * cli.ringbuf_kib * 1024
         } else {
             EMPTY_RING_BYTES
         },
@@ -341,13 +342,14 @@ async fn trace(
         session.tracer.take_ring(names::EVENTS)?,
         session.tracer.take_ring(names::BULK)?,
     ];
-    // 64 batches of up to 1024 records: the kernel buffers, not this channel, absorb
+    // 16 batches of up to 1024 records: the kernel's rings, not this channel, absorb
     // bursts; a full channel stops the reader and the kernel counts what it drops.
-    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(64);
+    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(16);
     let (stop, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(ringbuf::drain(rings, tx, stop_rx));
     let Outputs { list, metrics } = outputs;
     let mut pipeline = Pipeline::new(
+        session.target.pid.get(),
         Arc::clone(&session.prepared.binary),
         session.bias,
         list,

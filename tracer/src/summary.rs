@@ -134,7 +134,7 @@ impl Aggregator {
         for (hop, ns) in a.hops() {
             self.hops.entry(hop).or_default().add(ns);
         }
-        if let Some(total) = a.hop(Hop::RequestToOff) {
+        if let Some(total) = a.hop(Hop::REQUEST_TO_OFF) {
             match a.requester {
                 Requester::Gc => self.gc_delays.add(total),
                 Requester::StopTheWorld => self.stw_delays.add(total),
@@ -242,12 +242,12 @@ impl Aggregator {
                 .collect(),
             request_to_off: self
                 .hops
-                .get(&Hop::RequestToOff)
+                .get(&Hop::REQUEST_TO_OFF)
                 .cloned()
                 .unwrap_or_default(),
             tgkill_to_deliver: self
                 .hops
-                .get(&Hop::TgkillToDeliver)
+                .get(&Hop::TGKILL_TO_DELIVER)
                 .cloned()
                 .unwrap_or_default(),
             ran_before_request: self.ran_before_request,

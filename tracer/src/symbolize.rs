@@ -6,7 +6,7 @@ use std::{collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::gobin::GoBinary;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Location {
     /// Innermost function (an inlined one where the inline tree says so).
     pub function: String,

@@ -1,7 +1,10 @@
 //! Correlation from scripted event sequences: every outcome, every requester.
 
 use super::*;
-use crate::events::{Event, EventData, SignalResult};
+use crate::{
+    chain::Link,
+    events::{Event, EventData, SignalResult},
+};
 
 const SYSMON: u32 = 10;
 const M1: u32 = 21;
@@ -12,6 +15,8 @@ struct Script {
     ts: u64,
     c: Correlator,
     meanings: Vec<Meaning>,
+    /// The attempt each event was folded into.
+    tags: Vec<Option<u64>>,
 }
 
 fn g_addr(goid: u64) -> u64 {
@@ -24,6 +29,7 @@ impl Script {
             ts: 1_000_000,
             c: Correlator::new(),
             meanings: Vec::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -55,8 +61,9 @@ impl Script {
             seq: 0,
             data,
         };
-        let meaning = self.c.observe(&event, hints);
-        self.meanings.push(meaning);
+        let observed = self.c.observe(&event, hints);
+        self.meanings.push(observed.meaning);
+        self.tags.push(observed.attempt);
     }
 
     fn tick(&mut self) -> &mut Self {
@@ -251,13 +258,13 @@ fn sysmon_async_chain_has_every_stamp_and_hop() {
     assert_eq!(hops.len(), Hop::ALL.len(), "{hops:?}");
     // tick → request → signalM → tgkill → generate → deliver → handler → preempt → off,
     // 1 µs apart: tgkill→deliver spans generate (2 µs), request→off seven links (7 µs).
-    assert_eq!(a.hop(Hop::TickToRequest), Some(1_000));
-    assert_eq!(a.hop(Hop::TgkillToDeliver), Some(2_000));
-    assert_eq!(a.hop(Hop::RequestToOff), Some(7_000));
+    assert_eq!(a.hop(Hop::TICK_TO_REQUEST), Some(1_000));
+    assert_eq!(a.hop(Hop::TGKILL_TO_DELIVER), Some(2_000));
+    assert_eq!(a.hop(Hop::REQUEST_TO_OFF), Some(7_000));
     assert_eq!(
         s.meanings.last(),
         Some(&Meaning::Preemption(Preemption {
-            ts_ns: a.stamps.off.unwrap(),
+            ts_ns: a.stamps[Link::Off].unwrap(),
             tid: M1,
             goid: Some(18),
             path: PreemptPath::Async,
@@ -266,6 +273,39 @@ fn sysmon_async_chain_has_every_stamp_and_hop() {
         }))
     );
     assert_eq!(s.c.open_attempts(), 0);
+    // Every event but the tick carries the attempt's id.
+    assert_eq!(s.tags[0], None, "a tick belongs to no single attempt");
+    assert!(
+        s.tags[1..].iter().all(|tag| *tag == Some(a.id)),
+        "{:?}",
+        s.tags
+    );
+}
+
+#[test]
+fn gc_suspend_carries_the_id_of_the_attempt_it_opens() {
+    let mut s = Script::new();
+    s.hook(EventKind::SuspendG, SYSMON, 18, 2, None);
+    let suspend_tag = s.tags[0];
+    assert!(suspend_tag.is_some());
+    s.hook(EventKind::PreemptPark, M1, 18, 2, None);
+    let a = s.only_attempt();
+    assert_eq!(a.requester, Requester::Gc);
+    assert_eq!(Some(a.id), suspend_tag);
+    assert_eq!(s.tags[1], suspend_tag);
+}
+
+#[test]
+fn losses_mark_the_open_attempts_only() {
+    let mut s = Script::new();
+    s.tick().request(M1, 18, Caller::Retake);
+    s.c.mark_loss();
+    s.request(M1 + 1, 19, Caller::Retake);
+    s.c.finish();
+    let attempts = s.attempts();
+    let lost: Vec<_> = attempts.iter().map(|a| (a.goid, a.events_lost)).collect();
+    assert!(lost.contains(&(Some(18), true)), "{lost:?}");
+    assert!(lost.contains(&(Some(19), false)), "{lost:?}");
 }
 
 #[test]
@@ -284,7 +324,7 @@ fn refused_at_unsafe_point_then_superseded() {
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Refused(Refusal::UnsafePoint));
     assert_eq!(a.interrupted_pc, Some(0x4a1000));
-    assert_eq!(a.hop(Hop::RequestToOff), None);
+    assert_eq!(a.hop(Hop::REQUEST_TO_OFF), None);
 }
 
 #[test]
@@ -296,7 +336,7 @@ fn refused_then_preempted_at_a_prologue_is_cooperative() {
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
     assert_eq!(a.refused, Some(Refusal::UnsafePoint));
-    assert!(a.hop(Hop::RequestToOff).is_some());
+    assert!(a.hop(Hop::REQUEST_TO_OFF).is_some());
 }
 
 #[test]
@@ -339,8 +379,8 @@ fn request_without_signal_served_at_a_prologue() {
     s.at(3_000_000).reschedule(M1, 18);
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
-    assert_eq!(a.stamps.signal, None);
-    assert_eq!(a.hop(Hop::RequestToOff), Some(3_000_000 + 2_000));
+    assert_eq!(a.stamps[Link::SignalM], None);
+    assert_eq!(a.hop(Hop::REQUEST_TO_OFF), Some(3_000_000 + 2_000));
 }
 
 #[test]
@@ -379,7 +419,7 @@ fn request_while_a_signal_is_in_flight_is_coalesced_by_the_runtime() {
         .reschedule(M1, 18);
     let first = s.only_attempt();
     assert_eq!(first.outcome, Outcome::Async(PreemptAction::Reschedule));
-    assert!(first.stamps.signal.is_some() && first.stamps.deliver.is_some());
+    assert!(first.stamps[Link::SignalM].is_some() && first.stamps[Link::Deliver].is_some());
 }
 
 #[test]
@@ -399,7 +439,7 @@ fn cooperative_before_delivery_waits_for_the_signal_to_be_consumed() {
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
     assert_eq!(a.preempted_goid, Some(18));
-    assert!(a.stamps.handler.is_some());
+    assert!(a.stamps[Link::Handler].is_some());
     assert_eq!(s.c.open_attempts(), 0);
 }
 
@@ -454,7 +494,7 @@ fn cooperative_between_preemptone_and_signal_m_keeps_the_signal() {
     let a = s.only_attempt();
     assert_eq!(a.requester, Requester::StopTheWorld);
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
-    assert!(a.stamps.signal.is_some() && a.stamps.handler.is_some());
+    assert!(a.stamps[Link::SignalM].is_some() && a.stamps[Link::Handler].is_some());
     assert_eq!(s.c.open_attempts(), 0);
 }
 
@@ -466,7 +506,7 @@ fn cooperative_then_no_signal_closes_when_the_requester_moves_on() {
     s.tick();
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
-    assert_eq!(a.stamps.signal, None);
+    assert_eq!(a.stamps[Link::SignalM], None);
 }
 
 #[test]
@@ -521,7 +561,7 @@ fn repeated_requests_for_the_same_goroutine_are_retries_of_one_attempt() {
     let a = s.only_attempt();
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Reschedule));
     assert_eq!(a.retries, 199);
-    assert!(a.hop(Hop::RequestToOff).unwrap() > 1_990_000_000, "{a:?}");
+    assert!(a.hop(Hop::REQUEST_TO_OFF).unwrap() > 1_990_000_000, "{a:?}");
     assert_eq!(
         a.ran_ns,
         Some(12_000_000),
@@ -582,8 +622,8 @@ fn gc_suspend_with_signal_parks_asynchronously() {
     assert_eq!(a.requester_tid, GCW);
     assert_eq!(a.outcome, Outcome::Async(PreemptAction::Park));
     // The request is the suspendG, before the signal.
-    assert!(a.stamps.request < a.stamps.signal);
-    assert_eq!(a.hop(Hop::RequestToSignal), Some(1_000));
+    assert!(a.stamps[Link::Request] < a.stamps[Link::SignalM]);
+    assert_eq!(a.hop(Hop::REQUEST_TO_SIGNAL), Some(1_000));
 }
 
 #[test]
@@ -597,7 +637,7 @@ fn gc_suspend_without_signal_waits_for_a_prologue() {
     assert_eq!(a.requester, Requester::Gc);
     assert_eq!(a.outcome, Outcome::Cooperative(PreemptAction::Park));
     // suspend(18), suspend(40), then 2 s + 1 µs to the park.
-    assert_eq!(a.hop(Hop::RequestToOff), Some(2_000_000_000 + 2_000));
+    assert_eq!(a.hop(Hop::REQUEST_TO_OFF), Some(2_000_000_000 + 2_000));
     // The waiting goroutine was never a pending request.
     assert_eq!(s.c.open_attempts(), 0);
 }
@@ -611,7 +651,7 @@ fn stop_the_world_requester_from_preemptall() {
         .reschedule(M1, 18);
     let a = s.only_attempt();
     assert_eq!(a.requester, Requester::StopTheWorld);
-    assert_eq!(a.stamps.tick, None);
+    assert_eq!(a.stamps[Link::Tick], None);
     assert_eq!(a.ran_ns, None);
 }
 

@@ -82,14 +82,14 @@ impl UprobeMode {
 }
 
 /// A link (a uprobe_multi fd, or one of aya's): dropping it detaches.
-type Link = Box<dyn Send>;
+type OwnedLink = Box<dyn Send>;
 
 pub struct LoadedTracer {
     ebpf: Ebpf,
     multi: Option<multi::MultiProgram>,
     /// Why uprobe_multi is not used, when it is not.
     multi_unavailable: Option<String>,
-    links: Vec<Link>,
+    links: Vec<OwnedLink>,
 }
 
 /// aya-log's level global in the object (`aya_log_common::Level`: 0 off, 1 error … 5

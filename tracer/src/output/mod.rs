@@ -31,6 +31,8 @@ use crate::{
 pub struct EventView<'a> {
     pub event: &'a Event,
     pub meaning: &'a Meaning,
+    /// The attempt the correlator folded it into.
+    pub attempt: Option<u64>,
     /// Where the thread or goroutine was (signal delivery, handler, async preemption).
     pub location: Option<Rc<Location>>,
     /// The function that made the call (`preemptone`'s and `signalM`'s callers).
@@ -41,6 +43,8 @@ pub struct EventView<'a> {
 
 /// A finished preemption attempt with its interrupted location resolved.
 pub struct AttemptView<'a> {
+    /// The traced process (host pid).
+    pub pid: u32,
     pub attempt: &'a Attempt,
     pub location: Option<Rc<Location>>,
     /// Nanoseconds since tracing started, of the attempt's start.

@@ -277,15 +277,15 @@ mod pb {
 fn stamped_links(attempt: &Attempt) -> [(Option<u64>, &'static [Link]); 9] {
     let s = &attempt.stamps;
     [
-        (s.tick, &[Link::Tick]),
-        (s.request, &[Link::Request, Link::SignalM]),
-        (s.signal, &[Link::SignalM]),
-        (s.tgkill, &[Link::Tgkill]),
-        (s.generate, &[Link::Generate]),
-        (s.deliver, &[Link::Deliver]),
-        (s.handler, &[Link::Handler]),
-        (s.preempt, &[Link::AsyncPreempt2]),
-        (s.off, &[Link::Off]),
+        (s[Link::Tick], &[Link::Tick]),
+        (s[Link::Request], &[Link::Request, Link::SignalM]),
+        (s[Link::SignalM], &[Link::SignalM]),
+        (s[Link::Tgkill], &[Link::Tgkill]),
+        (s[Link::Generate], &[Link::Generate]),
+        (s[Link::Deliver], &[Link::Deliver]),
+        (s[Link::Handler], &[Link::Handler]),
+        (s[Link::AsyncPreempt2], &[Link::AsyncPreempt2]),
+        (s[Link::Off], &[Link::Off]),
     ]
 }
 
@@ -1073,7 +1073,7 @@ fn annotate_attempt(buf: &mut Vec<u8>, attempt: &Attempt) {
     if let Some(tid) = attempt.target_tid {
         annotate_uint(buf, "attempt.target_tid", u64::from(tid));
     }
-    if let Some(total) = attempt.hop(crate::correlate::Hop::RequestToOff) {
+    if let Some(total) = attempt.hop(crate::correlate::Hop::REQUEST_TO_OFF) {
         annotate_uint(buf, "attempt.request_to_off_ns", total);
     }
 }
@@ -1426,7 +1426,8 @@ mod tests {
                 caller,
                 ..Default::default()
             };
-            let meaning = self.correlator.observe(&event, hints);
+            let observed = self.correlator.observe(&event, hints);
+            let meaning = observed.meaning;
             let location = matches!(event.kind, EventKind::AsyncPreempt2).then(|| {
                 Rc::new(Location {
                     function: "main.spin".into(),
@@ -1438,6 +1439,7 @@ mod tests {
             let view = EventView {
                 event: &event,
                 meaning: &meaning,
+                attempt: observed.attempt,
                 location,
                 caller: None,
                 rel_ns: 0,
@@ -1452,6 +1454,7 @@ mod tests {
             for finding in findings {
                 if let Finding::Attempt(attempt) = finding {
                     let view = AttemptView {
+                        pid: PID,
                         attempt: &attempt,
                         location: None,
                         rel_ns: 0,
@@ -1924,6 +1927,7 @@ mod tests {
             let view = EventView {
                 event: &event,
                 meaning: &meaning,
+                attempt: None,
                 location: None,
                 caller: None,
                 rel_ns: 0,

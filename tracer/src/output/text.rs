@@ -127,15 +127,10 @@ pub fn outcome_text(attempt: &Attempt) -> String {
 
 /// Short label of the link a hop arrives at, for the live line.
 fn hop_label(hop: Hop) -> &'static str {
-    match hop {
-        Hop::TickToRequest => "request",
-        Hop::RequestToSignal => "signalM",
-        Hop::SignalToTgkill => "tgkill",
-        Hop::TgkillToDeliver => "deliver",
-        Hop::DeliverToHandler => "handler",
-        Hop::HandlerToPreempt => "asyncPreempt2",
-        Hop::PreemptToOff => "off",
-        Hop::RequestToOff => "total",
+    if hop == Hop::REQUEST_TO_OFF {
+        "total"
+    } else {
+        hop.to.name()
     }
 }
 
@@ -165,13 +160,13 @@ pub fn attempt_line(view: &AttemptView<'_>) -> String {
     }
     let hops: Vec<String> = a
         .hops()
-        .filter(|(hop, _)| *hop != Hop::RequestToOff)
+        .filter(|(hop, _)| *hop != Hop::REQUEST_TO_OFF)
         .map(|(hop, ns)| format!("{} +{}", hop_label(hop), human_ns(ns)))
         .collect();
     if !hops.is_empty() {
         line += &format!(" | {}", hops.join(" → "));
     }
-    if let Some(total) = a.hop(Hop::RequestToOff) {
+    if let Some(total) = a.hop(Hop::REQUEST_TO_OFF) {
         line += &format!(" (total {})", human_ns(total));
     }
     line
@@ -303,7 +298,7 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             "count", "p50", "p90", "p99", "max"
         )?;
         for (hop, stats) in &s.hops {
-            writeln!(out, "{}", stats_row(hop.name(), stats))?;
+            writeln!(out, "{}", stats_row(&hop.name(), stats))?;
         }
         writeln!(out)?;
     }
@@ -495,38 +490,27 @@ impl<W: Write> Output for TextOutput<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{PreemptAction, Refusal, Stamps};
+    use crate::{
+        chain::Link,
+        correlate::{PreemptAction, Refusal},
+    };
 
     fn attempt(outcome: Outcome) -> Attempt {
-        Attempt {
-            id: 1,
-            requester: Requester::Sysmon,
-            requester_tid: 10,
-            target_tid: Some(21),
-            goid: Some(18),
-            preempted_goid: Some(18),
-            p_id: Some(0),
-            m_id: Some(4),
-            ran_ns: Some(10_100_000),
-            retries: 0,
-            stamps: Stamps {
-                tick: Some(1_000),
-                request: Some(13_000),
-                signal: Some(33_000),
-                tgkill: Some(48_000),
-                generate: Some(49_000),
-                deliver: Some(108_000),
-                handler: Some(119_000),
-                preempt: Some(155_000),
-                off: Some(162_000),
-            },
-            interrupted_pc: Some(0x4a1000),
-            handler_g_status: Some(2),
-            refused: None,
-            outcome,
-            served: None,
-            events_lost: false,
+        let mut a = Attempt::new(1, Requester::Sysmon, 10);
+        a.target_tid = Some(21);
+        a.goid = Some(18);
+        a.preempted_goid = Some(18);
+        a.p_id = Some(0);
+        a.m_id = Some(4);
+        a.ran_ns = Some(10_100_000);
+        let stamps = [1, 13, 33, 48, 49, 108, 119, 155, 162];
+        for (link, us) in Link::ALL.into_iter().zip(stamps) {
+            a.stamps[link] = Some(us * 1_000);
         }
+        a.interrupted_pc = Some(0x4a1000);
+        a.handler_g_status = Some(2);
+        a.outcome = outcome;
+        a
     }
 
     #[test]
@@ -539,6 +523,7 @@ mod tests {
             inlined_into: None,
         }));
         let line = attempt_line(&AttemptView {
+            pid: 1,
             attempt: &a,
             location,
             rel_ns: 224_477_000,
