@@ -89,10 +89,12 @@ impl Distribution {
 
     /// Cumulative counts at log2 bucket upper bounds: `(highest value in the bucket,
     /// values ≤ it)`, for every bucket up to the last non-empty one.
-    pub fn cumulative(&self) -> Vec<(u64, u64)> {
-        let last = self.buckets.iter().rposition(|n| *n > 0).unwrap_or(0);
-        let mut seen = 0;
-        (0..=last)
+    /// Cumulative counts at the fixed bounds `2^first - 1 ..= 2^last - 1` (values up to
+    /// each bound, smaller values included), whatever has been seen: a Prometheus
+    /// histogram's `le` series must not change over time.
+    pub fn cumulative_between(&self, first: usize, last: usize) -> Vec<(u64, u64)> {
+        let mut seen: u64 = self.buckets[..first.min(self.buckets.len())].iter().sum();
+        (first..=last.min(self.buckets.len() - 1))
             .map(|i| {
                 seen += self.buckets[i];
                 (bucket_high(i), seen)

@@ -80,7 +80,10 @@ impl EndReason {
 
 /// What is known before anything is loaded.
 struct Prepared {
+    /// What is opened and probed (`/proc/PID/exe` for a running process).
     binary_path: PathBuf,
+    /// What is shown: the executable's real path.
+    shown_path: PathBuf,
     existing: Option<Target>,
     binary: Arc<GoBinary>,
     version: String,
@@ -107,7 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let prepared = prepare(&cli, kernel.as_ref())?;
     let Some(kernel) = kernel else {
         return match probes::print_plan(
-            &prepared.binary_path,
+            &prepared.shown_path,
             &prepared.version,
             &prepared.layout.source,
             &prepared.plan,
@@ -134,17 +137,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// The target, its binary and the plan; checks everything that needs no privilege.
 fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> {
-    let (binary_path, existing) = match (cli.pid, cli.command.first()) {
+    let (binary_path, shown_path, existing) = match (cli.pid, cli.command.first()) {
         (Some(pid), _) => {
             let target = Target::existing(pid)?;
-            (target.attach_path.clone(), Some(target))
+            (target.attach_path.clone(), target.exe.clone(), Some(target))
         }
-        (None, Some(command)) => (target::resolve_command(command)?, None),
+        (None, Some(command)) => {
+            let path = target::resolve_command(command)?;
+            (path.clone(), path, None)
+        }
         (None, None) => unreachable!("clap requires a target"),
     };
     let binary = GoBinary::open(&binary_path)
-        .with_context(|| format!("analysing {}", binary_path.display()))?;
-    crate::gobin::check_platform(&binary, &binary_path)?;
+        .with_context(|| format!("analysing {}", shown_path.display()))?;
+    crate::gobin::check_platform(&binary, &shown_path)?;
     let version = binary.go_version().cloned().context(
         "cannot tell which Go release built this binary (no build info or version string)",
     )?;
@@ -152,7 +158,7 @@ fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> 
         bail!(
             "{} was built by {version}; goprobe supports Go 1.{OLDEST_GO_MINOR} and newer \
              (rebuild with a newer Go)",
-            binary_path.display()
+            shown_path.display()
         );
     }
     let facts = ReleaseFacts {
@@ -163,10 +169,11 @@ fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> 
         ..ReleaseFacts::for_version(&version)
     };
     let plan = probes::plan(&binary, facts)
-        .with_context(|| format!("planning probes for {}", binary_path.display()))?;
+        .with_context(|| format!("planning probes for {}", shown_path.display()))?;
     let layout = offsets::layout_for(&binary, &version.raw, cli.go_layout.as_deref())?;
     Ok(Prepared {
         binary_path,
+        shown_path,
         existing,
         binary: Arc::new(binary),
         version: version.raw,
@@ -245,7 +252,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
     crate::diag!(
         "goprobe: attached {attached} probes to pid {} ({}, {}; {}); tracing{}",
         target.pid,
-        prepared.binary_path.display(),
+        prepared.shown_path.display(),
         prepared.version,
         tracer.uprobe_mode().describe(),
         if cli.command.is_empty() {
@@ -355,7 +362,7 @@ async fn trace(
         list,
         session.start_ns,
     );
-    let binary_text = session.prepared.binary_path.display().to_string();
+    let binary_text = session.prepared.shown_path.display().to_string();
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -488,7 +495,7 @@ async fn finish(
     }
     let run = RunInfo {
         pid: target.pid.get(),
-        binary: prepared.binary_path.display().to_string(),
+        binary: prepared.shown_path.display().to_string(),
         go_version: prepared.version.clone(),
         duration_ns: traced_ns,
         probes,

@@ -20,13 +20,13 @@ use tokio::io::{Interest, unix::AsyncFd};
 pub enum TargetError {
     #[error("no process with pid {pid} (check the pid, or that goprobe runs in its pid namespace)")]
     NoSuchProcess { pid: u32 },
-    #[error(
-        "cannot read /proc/{pid}/exe: {source} (goprobe needs root to trace another user's process)"
-    )]
+    #[error("cannot read /proc/{pid}/exe: {error} ({hint})")]
     ExeUnreadable {
         pid: u32,
-        #[source]
-        source: io::Error,
+        // Not the error's source: the message already names it, and anyhow's chain would
+        // print it twice.
+        error: io::Error,
+        hint: &'static str,
     },
     #[error("process {pid} is a kernel thread: it runs no program to trace")]
     KernelThread { pid: u32 },
@@ -53,6 +53,9 @@ pub struct Target {
     /// What the uprobes attach to: `/proc/PID/exe` for a running process (the right inode
     /// even inside another mount namespace), the resolved path for a started command.
     pub attach_path: PathBuf,
+    /// The executable's path as the process sees it: what to show (`/proc/PID/exe`'s
+    /// link, which ends in " (deleted)" when the file was replaced).
+    pub exe: PathBuf,
     /// The value of GODEBUG in the target's environment, if set.
     pub godebug: Option<String>,
     /// True when goprobe started the process (and so can reap it and report its status).
@@ -92,8 +95,8 @@ impl Target {
             None => return Err(TargetError::NoSuchProcess { pid: pid.get() }),
         }
         let exe = proc_dir.join("exe");
-        match fs::read_link(&exe) {
-            Ok(_) => {}
+        let real_exe = match fs::read_link(&exe) {
+            Ok(path) => path,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 return Err(if proc_dir.exists() {
                     TargetError::NoExecutable { pid: pid.get() }
@@ -101,19 +104,28 @@ impl Target {
                     TargetError::NoSuchProcess { pid: pid.get() }
                 });
             }
-            Err(source) => {
+            Err(error) => {
+                // SAFETY: geteuid has no preconditions.
+                let hint = if unsafe { libc::geteuid() } == 0 {
+                    "even root is refused here: the process belongs to another user \
+                     namespace, or ptrace access to it is restricted (Yama, lockdown)"
+                } else {
+                    "goprobe needs root to trace another user's process"
+                };
                 return Err(TargetError::ExeUnreadable {
                     pid: pid.get(),
-                    source,
+                    error,
+                    hint,
                 });
             }
-        }
+        };
         let godebug = fs::read(proc_dir.join("environ"))
             .ok()
             .and_then(|environ| env_value(&environ, b"GODEBUG"));
         Ok(Target {
             pid,
             attach_path: exe,
+            exe: real_exe,
             godebug,
             is_child: false,
         })
@@ -237,6 +249,7 @@ pub fn spawn_paused(path: &Path, args: &[String]) -> Result<(Target, PausedChild
     let target = Target {
         pid,
         attach_path: path.to_path_buf(),
+        exe: path.to_path_buf(),
         godebug: std::env::var("GODEBUG").ok(),
         is_child: true,
     };

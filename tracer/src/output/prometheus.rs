@@ -3,14 +3,23 @@
 //! only hands out the latest one, so the event path takes no lock.
 
 use std::{
+    convert::Infallible,
     fmt::Write as _,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tracer_common::EventKind;
 
 use crate::{
@@ -45,10 +54,15 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// A nanosecond distribution as a Prometheus histogram in seconds, on its log2 buckets.
+/// Histogram buckets: log2 bounds from 2^10 ns (~1 µs) to 2^36 ns (~69 s), fixed so that
+/// every scrape shows the same `le` series.
+const FIRST_BUCKET: usize = 10;
+const LAST_BUCKET: usize = 36;
+
+/// A nanosecond distribution as a Prometheus histogram in seconds, on fixed log2 buckets.
 fn histogram(out: &mut String, name: &str, labels: &str, d: &Distribution) {
     let sep = if labels.is_empty() { "" } else { "," };
-    for (high_ns, count) in d.cumulative() {
+    for (high_ns, count) in d.cumulative_between(FIRST_BUCKET, LAST_BUCKET) {
         let le = (high_ns as f64 + 1.0) / 1e9;
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le:e}\"}} {count}");
     }
@@ -83,34 +97,40 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         escape(target.go_version)
     );
 
-    header(
-        &mut out,
-        "goprobe_events_total",
-        "counter",
-        "Kernel events received, by kind.",
-    );
-    for kind in EventKind::ALL {
-        let _ = writeln!(
-            out,
-            "goprobe_events_total{{kind=\"{}\"}} {}",
-            kind_name(kind),
-            agg.received.get(kind)
-        );
+    for (name, help, counts) in [
+        (
+            "goprobe_events_total",
+            "Kernel events received, by kind.",
+            &agg.received,
+        ),
+        (
+            "goprobe_lost_events_total",
+            "Events the kernel could not submit because the ring buffer was full.",
+            &kernel.lost,
+        ),
+        (
+            "goprobe_read_errors_total",
+            "Events whose probe could not read the target's memory, by kind.",
+            &kernel.read_errors,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for kind in EventKind::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{}\"}} {}",
+                kind_name(kind),
+                counts.get(kind)
+            );
+        }
     }
     header(
         &mut out,
-        "goprobe_lost_events_total",
+        "goprobe_malformed_records_total",
         "counter",
-        "Events the kernel could not submit because the ring buffer was full.",
+        "Ring buffer records goprobe could not decode.",
     );
-    for kind in EventKind::ALL {
-        let _ = writeln!(
-            out,
-            "goprobe_lost_events_total{{kind=\"{}\"}} {}",
-            kind_name(kind),
-            kernel.lost.get(kind)
-        );
-    }
+    let _ = writeln!(out, "goprobe_malformed_records_total {}", agg.malformed);
 
     header(
         &mut out,
@@ -175,15 +195,15 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "histogram",
         "Latency of each link of the preemption chain.",
     );
+    // Every hop from the first scrape, seen or not: series must not appear over time.
+    let unseen = Distribution::default();
     for hop in Hop::ALL {
-        if let Some(d) = agg.hops.get(&hop) {
-            histogram(
-                &mut out,
-                "goprobe_hop_latency_seconds",
-                &format!("hop=\"{}\"", hop.key()),
-                d,
-            );
-        }
+        histogram(
+            &mut out,
+            "goprobe_hop_latency_seconds",
+            &format!("hop=\"{}\"", hop.key()),
+            agg.hops.get(&hop).unwrap_or(&unseen),
+        );
     }
     for (name, help, d) in [
         (
@@ -213,37 +233,69 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
     out
 }
 
-/// Serves `snapshot` at `/metrics` until the task is dropped.
+/// At most this many scrape connections at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer, idle keep-alive included (Prometheus reconnects).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves `snapshot` at `/metrics` (and `/`) until the task is dropped.
 pub async fn serve(listener: TcpListener, snapshot: Snapshot) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors (or another transient error): the pending
+            // connection stays in the backlog, so back off instead of spinning on it.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let snapshot = Arc::clone(&snapshot);
         tokio::spawn(async move {
-            let _ = respond(stream, &snapshot).await;
+            let service = service_fn(move |request| {
+                let response = respond(&request, &snapshot);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
         });
     }
 }
 
-async fn respond(mut stream: TcpStream, snapshot: &Snapshot) -> std::io::Result<()> {
-    // Enough for any request line; the rest of the request is not needed.
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await?;
-    let request = String::from_utf8_lossy(&buf[..n]);
-    let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
-        let body = snapshot.lock().map(|text| text.clone()).unwrap_or_default();
-        ("200 OK", body)
-    } else {
-        ("404 Not Found", "goprobe serves /metrics\n".to_string())
+/// `GET` or `HEAD` of `/metrics` or `/`, any query string; hyper leaves the body out
+/// of a `HEAD` response.
+fn respond(request: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics" | "/") => (
+            StatusCode::OK,
+            snapshot.lock().map(|text| text.clone()).unwrap_or_default(),
+        ),
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            "goprobe serves /metrics\n".to_string(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "goprobe serves GET /metrics\n".to_string(),
+        ),
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    response
 }
 
 #[cfg(test)]
