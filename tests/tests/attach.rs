@@ -83,3 +83,59 @@ fn attach_by_pid_then_detach_on_sigint_leaves_the_process_running() {
     assert!(counts.iter().all(|&c| c > 0), "all workers ran: {counts:?}");
     let _ = std::fs::remove_file(out);
 }
+
+/// A target that execs another program leaves the probes behind on the old binary:
+/// goprobe says so and stops, and (as for any early end of `-- CMD`) stops the command.
+#[test]
+fn exec_in_the_target_ends_tracing_and_says_so() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let out = temp_path("exec.jsonl");
+    let started = std::time::Instant::now();
+    let output = Command::new(&env.goprobe)
+        .args(["--json", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&fixture)
+        .args(["-workers", "2", "-procs", "1", "-duration", "1s"])
+        .args(["-exec", "/bin/sleep 30"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("goprobe starts");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The spinner ran, reported, then exec'd sleep, which goprobe stopped with SIGTERM.
+    let result = fixture_result(&stdout).expect("the fixture reported before its exec");
+    let pid = result["pid"].as_u64().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(128 + libc::SIGTERM),
+        "goprobe exits with the stopped command's status: {}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid} exec'd /usr/bin/sleep"))
+            || stderr.contains(&format!("pid {pid} exec'd /bin/sleep")),
+        "{stderr}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "noticed long before sleep's 30 s: {elapsed:?}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the exec'd command was left running"
+    );
+    let lines = json_lines(&std::fs::read_to_string(&out).expect("output"));
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary");
+    let end = summary["end_reason"].as_str().unwrap();
+    assert!(end.starts_with("target exec ("), "{end}");
+    // What happened before the exec is kept.
+    assert!(
+        summary["preemptions"]["async"].as_u64().unwrap() >= 10,
+        "{summary}"
+    );
+    let _ = std::fs::remove_file(out);
+}

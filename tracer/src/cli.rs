@@ -7,8 +7,9 @@ use clap::{ArgGroup, Parser, ValueEnum};
 /// Trace how the Go runtime preempts goroutines in a running Go program, from sysmon's tick
 /// to the goroutine leaving the CPU, with eBPF (uprobes on the runtime, signal tracepoints).
 ///
-/// Needs root (or CAP_BPF + CAP_PERFMON). Works on unmodified Go 1.21+
-/// binaries; attaches entry probes only and detaches on exit, Ctrl-C or SIGKILL.
+/// Needs root, or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (plus CAP_SYS_PTRACE to
+/// trace another user's process). Works on unmodified Go 1.21+ binaries; attaches entry
+/// probes only and detaches on exit, Ctrl-C or SIGKILL.
 #[derive(Debug, Parser)]
 #[command(
     name = "goprobe",

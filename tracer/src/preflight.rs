@@ -6,15 +6,28 @@ use std::{fs, io, path::Path};
 use thiserror::Error;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// The minimal set without root, measured on 6.18 (tests/tests/privileges.rs): BPF maps
+/// and programs, perf-type links, tracefs (mode 0700) for event ids and formats, and
+/// `/proc/PID/exe` of another user's process. CAP_SYS_ADMIN only to mount tracefs.
+pub const CAPABILITIES: &str = "CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (plus \
+                                CAP_SYS_PTRACE for another user's process)";
 const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
 
 #[derive(Debug, Error)]
 pub enum PreflightError {
     #[error(
-        "goprobe needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: \
-         {missing}); run it with sudo"
+        "goprobe needs root, or the capabilities {CAPABILITIES} (missing: {missing}); run \
+         it with sudo"
     )]
     NotPrivileged { missing: String },
+    #[error(
+        "tracefs at {TRACEFS} is not readable ({source}): it is root's and mode 0700, so \
+         without root goprobe needs CAP_DAC_READ_SEARCH"
+    )]
+    TracefsUnreadable {
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "this kernel has no uprobe support ({UPROBE_PMU} is missing): goprobe needs a kernel \
          built with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS"
@@ -88,9 +101,15 @@ pub fn check_uprobes() -> Result<(), PreflightError> {
 pub fn ensure_tracefs() -> Result<bool, PreflightError> {
     let events = Path::new(TRACEFS).join("events");
     let mut mounted = false;
-    if !events.exists() {
-        mount_tracefs().map_err(|source| PreflightError::TracefsMount { source })?;
-        mounted = true;
+    match fs::metadata(&events) {
+        Ok(_) => {}
+        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(PreflightError::TracefsUnreadable { source });
+        }
+        Err(_) => {
+            mount_tracefs().map_err(|source| PreflightError::TracefsMount { source })?;
+            mounted = true;
+        }
     }
     for (dir, what) in [
         ("syscalls/sys_enter_tgkill", "syscalls/sys_enter_tgkill"),

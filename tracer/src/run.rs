@@ -26,7 +26,7 @@ use crate::{
     probes::{self, PlannedProbe, ReleaseFacts},
     ringbuf::{self, Record, monotonic_ns},
     summary::{ProbeLine, RunInfo},
-    target::{self, ExitStatus, ExitWatch, Target},
+    target::{self, ExecWatch, ExitStatus, ExitWatch, Target},
 };
 
 /// Oldest Go release goprobe knows the runtime of.
@@ -48,6 +48,8 @@ enum EndReason {
     /// stdout is a closed pipe (`| head`): end quietly, as Unix tools do.
     OutputClosed,
     OutputFailed(String),
+    /// The target exec'd another program, which the probes do not cover.
+    TargetExec(PathBuf),
 }
 
 impl EndReason {
@@ -65,6 +67,7 @@ impl EndReason {
             EndReason::Terminate => "SIGTERM".into(),
             EndReason::OutputClosed => "output closed".into(),
             EndReason::OutputFailed(err) => format!("output error: {err}"),
+            EndReason::TargetExec(path) => format!("target exec ({})", path.display()),
         }
     }
 
@@ -190,6 +193,7 @@ struct Session {
     prepared: Prepared,
     probes: Vec<ProbeLine>,
     exit_watch: ExitWatch,
+    exec_watch: ExecWatch,
     kernel_log: Option<tokio::task::JoinHandle<io::Result<()>>>,
     bias: u64,
     /// Time zero of the relative timestamps: when the probes went live.
@@ -244,6 +248,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
     };
     warn_async_preemption_off(&target);
     let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
+    let exec_watch = ExecWatch::new(&target).context("watching the target process")?;
     let start_ns = monotonic_ns();
     if let Some(paused) = paused {
         paused.release()?;
@@ -282,6 +287,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
         prepared,
         probes,
         exit_watch,
+        exec_watch,
         kernel_log,
         bias,
         start_ns,
@@ -364,6 +370,9 @@ async fn trace(
     );
     let binary_text = session.prepared.shown_path.display().to_string();
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    // An exec is noticed within this time; signal events of the new program that arrive
+    // meanwhile are still correlated.
+    let mut exec_check = tokio::time::interval(Duration::from_millis(200));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
@@ -391,6 +400,18 @@ async fn trace(
             }
             status = session.exit_watch.exited() => break EndReason::TargetExited(status?),
             _ = &mut sleep => break EndReason::Duration,
+            _ = exec_check.tick() => {
+                if let Some(path) = session.exec_watch.exec_seen() {
+                    crate::diag!(
+                        "goprobe: pid {} exec'd {}: the probes cover only the program it ran \
+                         before, so tracing stops (trace the new program with --pid {})",
+                        session.target.pid,
+                        path.display(),
+                        session.target.pid
+                    );
+                    break EndReason::TargetExec(path);
+                }
+            }
             _ = refresh.tick(), if metrics.is_some() => {
                 if let Some(metrics) = &metrics {
                     let kernel = session.tracer.counters()?;

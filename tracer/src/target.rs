@@ -110,7 +110,7 @@ impl Target {
                     "even root is refused here: the process belongs to another user \
                      namespace, or ptrace access to it is restricted (Yama, lockdown)"
                 } else {
-                    "goprobe needs root to trace another user's process"
+                    "to trace another user's process goprobe needs root, or CAP_SYS_PTRACE"
                 };
                 return Err(TargetError::ExeUnreadable {
                     pid: pid.get(),
@@ -334,6 +334,44 @@ impl ExitStatus {
             ExitStatus::Signal(signal) => 128 + signal,
             ExitStatus::Unknown => 0,
         }
+    }
+}
+
+/// Notices the target exec'ing another program: the probes sit on the old binary's inode,
+/// so they would go silent while signal events kept coming. Compares the file behind
+/// `/proc/PID/exe` with the traced binary; goprobe's own binary (a started command before
+/// its `exec`) does not count.
+pub struct ExecWatch {
+    pid: NonZeroU32,
+    traced: (u64, u64),
+    own: Option<(u64, u64)>,
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
+}
+
+impl ExecWatch {
+    pub fn new(target: &Target) -> io::Result<ExecWatch> {
+        Ok(ExecWatch {
+            pid: target.pid,
+            traced: file_identity(&target.attach_path).ok_or_else(|| {
+                io::Error::other(format!("cannot stat {}", target.attach_path.display()))
+            })?,
+            own: file_identity(Path::new("/proc/self/exe")),
+        })
+    }
+
+    /// The program the target runs now, when it is no longer the traced binary.
+    pub fn exec_seen(&self) -> Option<PathBuf> {
+        let exe = PathBuf::from(format!("/proc/{}/exe", self.pid));
+        // Gone: the exit watch reports that.
+        let now = file_identity(&exe)?;
+        if now == self.traced || Some(now) == self.own {
+            return None;
+        }
+        Some(fs::read_link(&exe).unwrap_or(exe))
     }
 }
 
