@@ -53,13 +53,27 @@ fn both_counts(
     args: &[&str],
     fixture_env: &[(&str, &str)],
 ) -> (Counts, Counts) {
+    let (ours, theirs, traced) = both_counts_traced(env, release, fixture, &[], args, fixture_env);
+    assert_eq!(traced.summary["lost_total"], 0, "{release} {fixture}");
+    (ours, theirs)
+}
+
+/// [`both_counts`] with goprobe arguments, and goprobe's whole run for further checks.
+fn both_counts_traced(
+    env: &Env,
+    release: &str,
+    fixture: &str,
+    goprobe_args: &[&str],
+    args: &[&str],
+    fixture_env: &[(&str, &str)],
+) -> (Counts, Counts, Traced) {
     let trace = temp_path("runtime.trace");
     let trace_arg = trace.to_str().unwrap().to_string();
     let mut fixture_args: Vec<&str> = args.to_vec();
     fixture_args.extend(["-trace", &trace_arg]);
     let traced = trace_command(
         env,
-        &[],
+        goprobe_args,
         &env.fixture(release, "default", fixture),
         &fixture_args,
         fixture_env,
@@ -101,8 +115,7 @@ fn both_counts(
         stack_check_park: n("stack_check_park"),
     };
     eprintln!("{release} {fixture} {fixture_env:?}: goprobe {ours:?}, runtime/trace {theirs:?}");
-    assert_eq!(traced.summary["lost_total"], 0, "{release} {fixture}");
-    (ours, theirs)
+    (ours, theirs, traced)
 }
 
 /// Go 1.21–1.25 traces record a park without a stack: its path is unknown, so parks are
@@ -169,4 +182,57 @@ fn gc_stress_matches_runtime_trace() {
         let (ours, theirs) = both_counts(&env, release, "gcstress", &[], &[]);
         assert_equal(release, "gcstress", &ours, &theirs);
     }
+}
+
+/// A Gosched flood in the same process, every yield recorded (`--yields`), beside a
+/// spinner that only async preemption stops: the flood may overrun its own ring, never
+/// the chain's, so the preemption counts stay exactly runtime/trace's.
+#[test]
+fn gosched_flood_leaves_the_chain_exact() {
+    let env = env();
+    let release = env.newest();
+    let (ours, theirs, traced) = both_counts_traced(
+        &env,
+        release,
+        "yield",
+        &["--yields"],
+        &[
+            "-goroutines",
+            "2",
+            "-procs",
+            "2",
+            "-spinners",
+            "1",
+            "-duration",
+            "1s",
+        ],
+        &[],
+    );
+    let summary = &traced.summary;
+    let lost = summary["lost"].as_object().expect("lost per kind");
+    for (kind, n) in lost {
+        if kind != "yield" {
+            assert_eq!(n, 0, "chain events lost under the flood: {kind} {n}");
+        }
+    }
+    // The flood really ran: the fixture's own count of its Gosched calls, and every one
+    // of them counted in the kernel (records may be lost, counts are not).
+    let ops = traced.fixture()["ops"].as_u64().unwrap();
+    assert!(ops >= 100_000, "Gosched calls in 1 s: {ops}");
+    let yields = summary["preemptions"]["voluntary_yields"]
+        .as_u64()
+        .expect("voluntary_yields");
+    assert!(
+        yields >= ops,
+        "kernel-counted yields {yields} < the fixture's {ops}"
+    );
+    eprintln!(
+        "flood: {ops} Gosched calls, {yields} yields counted, {} yield records lost",
+        lost.get("yield").and_then(|n| n.as_u64()).unwrap_or(0)
+    );
+    assert!(
+        ours.async_reschedule >= 20,
+        "the spinner was preempted: {ours:?}"
+    );
+    assert_equal(release, "yield", &ours, &theirs);
 }
