@@ -79,6 +79,17 @@ pub enum Stream {
     Bulk = 1,
 }
 
+impl EventKind {
+    /// The ring a record of this kind goes to: the kernel side writes it there, and
+    /// userspace tells chain losses (which mark attempts) from bulk ones by it.
+    pub const fn stream(self) -> Stream {
+        match self {
+            EventKind::Execute | EventKind::Yield => Stream::Bulk,
+            _ => Stream::Chain,
+        }
+    }
+}
+
 /// Number of [`Stream`]s: the length of [`crate::names::SEQUENCE`].
 pub const STREAM_COUNT: u32 = 2;
 

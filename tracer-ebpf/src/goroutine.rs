@@ -7,7 +7,7 @@
 //! code, but it is the user goroutine only in `asyncPreempt2`; in `doSigPreempt` it is
 //! `m.gsignal` and in the others g0, so the goroutine comes from the `gp` argument (RAX).
 
-use tracer_common::{EventKind, Field, GoroutineHook, Stream, goroutine_flags};
+use tracer_common::{EventKind, Field, GoroutineHook, goroutine_flags};
 
 use crate::{SETTINGS, YIELDS, header, read_go, read_goid, read_user, runtime::Hit, submit};
 
@@ -24,14 +24,7 @@ pub fn do_sig_preempt(hit: &Hit) -> Option<()> {
     let pc = read_user(hit.regs.rbx.wrapping_add(SIGCTXT_CTXT))
         .and_then(|ucontext| read_user(ucontext.wrapping_add(UCONTEXT_RIP)))
         .unwrap_or(0);
-    record(
-        hit,
-        EventKind::DoSigPreempt,
-        Stream::Chain,
-        hit.regs.rax,
-        pc,
-        0,
-    )
+    record(hit, EventKind::DoSigPreempt, hit.regs.rax, pc, 0)
 }
 
 /// `runtime.asyncPreempt2()`, the ABIInternal function (not its `.abi0` wrapper): R14 is
@@ -42,14 +35,7 @@ pub fn do_sig_preempt(hit: &Hit) -> Option<()> {
 #[inline(always)]
 pub fn async_preempt2(hit: &Hit) -> Option<()> {
     let resume_pc = read_user(hit.regs.rbp.wrapping_add(8)).unwrap_or(0);
-    record(
-        hit,
-        EventKind::AsyncPreempt2,
-        Stream::Chain,
-        hit.regs.r14,
-        resume_pc,
-        0,
-    )
+    record(hit, EventKind::AsyncPreempt2, hit.regs.r14, resume_pc, 0)
 }
 
 /// `runtime.goschedImpl(gp *g, preempted bool)` (Go 1.22+; `goschedImpl(gp *g)` in 1.21),
@@ -69,14 +55,7 @@ pub fn gosched_impl(hit: &Hit) -> Option<()> {
     };
     let g_addr = hit.regs.rax;
     let pc = sched_pc(hit, EventKind::GoschedImpl, g_addr);
-    record(
-        hit,
-        EventKind::GoschedImpl,
-        Stream::Chain,
-        g_addr,
-        pc,
-        flags,
-    )
+    record(hit, EventKind::GoschedImpl, g_addr, pc, flags)
 }
 
 /// `goschedImpl(gp, false)` called from `gosched_m` or `goschedguarded_m`: a voluntary
@@ -94,7 +73,6 @@ pub fn yield_(hit: &Hit) -> Option<()> {
     record(
         hit,
         EventKind::Yield,
-        Stream::Bulk,
         hit.regs.rax,
         0,
         goroutine_flags::PREEMPTED_KNOWN,
@@ -106,7 +84,7 @@ pub fn yield_(hit: &Hit) -> Option<()> {
 pub fn preempt_park(hit: &Hit) -> Option<()> {
     let g_addr = hit.regs.rax;
     let pc = sched_pc(hit, EventKind::PreemptPark, g_addr);
-    record(hit, EventKind::PreemptPark, Stream::Chain, g_addr, pc, 0)
+    record(hit, EventKind::PreemptPark, g_addr, pc, 0)
 }
 
 /// `runtime.suspendG(gp *g)`: `gp` in RAX. The GC wants `gp` stopped to scan its stack.
@@ -126,7 +104,7 @@ pub fn suspend_g(hit: &Hit) -> Option<()> {
     if status.is_some_and(|status| status & !G_SCAN != G_RUNNING) {
         return None;
     }
-    record(hit, EventKind::SuspendG, Stream::Chain, g_addr, 0, 0)
+    record(hit, EventKind::SuspendG, g_addr, 0, 0)
 }
 
 /// `_Grunning` and the `_Gscan` bit of `g.atomicstatus` (stable since Go 1.0).
@@ -137,7 +115,7 @@ const G_SCAN: u32 = 0x1000;
 /// M. Attached only for `--slices`; bulk ring.
 #[inline(always)]
 pub fn execute(hit: &Hit) -> Option<()> {
-    record(hit, EventKind::Execute, Stream::Bulk, hit.regs.rax, 0, 0)
+    record(hit, EventKind::Execute, hit.regs.rax, 0, 0)
 }
 
 /// `g.sched.pc`: where the goroutine will resume. On the stack-check path `morestack`
@@ -149,14 +127,7 @@ fn sched_pc(hit: &Hit, kind: EventKind, g_addr: u64) -> u64 {
 
 /// Builds and submits a [`GoroutineHook`] for the goroutine at `g_addr`.
 #[inline(always)]
-fn record(
-    hit: &Hit,
-    kind: EventKind,
-    stream: Stream,
-    g_addr: u64,
-    pc: u64,
-    flags: u32,
-) -> Option<()> {
+fn record(hit: &Hit, kind: EventKind, g_addr: u64, pc: u64, flags: u32) -> Option<()> {
     let (ctx, binary) = (hit.ctx, hit.binary);
     let mut flags = flags;
     if let (Some(preempt), Some(stop)) = (
@@ -172,7 +143,7 @@ fn record(
         }
     }
     let record = GoroutineHook {
-        header: header(ctx, kind, stream),
+        header: header(ctx, kind),
         g_addr,
         goid: read_goid(ctx, kind, binary, g_addr),
         pc,
@@ -180,6 +151,6 @@ fn record(
             .unwrap_or(u32::MAX),
         flags,
     };
-    submit(ctx, kind, stream, &record);
+    submit(ctx, kind, &record);
     Some(())
 }

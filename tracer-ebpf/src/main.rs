@@ -103,11 +103,11 @@ fn is_traced(tgid: u32) -> bool {
     unsafe { TRACED_TGIDS.get(tgid) }.is_some()
 }
 
-/// The current task's header for a record of `kind` in `stream`; takes the next number of
-/// this CPU's sequence for that stream.
+/// The current task's header for a record of `kind`; takes the next number of this CPU's
+/// sequence for the kind's stream.
 #[inline(always)]
-fn header<C: EbpfContext>(ctx: &C, kind: EventKind, stream: Stream) -> EventHeader {
-    let seq = match SEQUENCE.get_ptr_mut(stream as u32) {
+fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
+    let seq = match SEQUENCE.get_ptr_mut(kind.stream() as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
         Some(slot) => unsafe {
             *slot += 1;
@@ -126,10 +126,10 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind, stream: Stream) -> EventHead
     }
 }
 
-/// Copies `record` into `stream`'s ring buffer and counts it as submitted or lost.
+/// Copies `record` into its kind's ring buffer and counts it as submitted or lost.
 #[inline(always)]
-fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, stream: Stream, record: &T) {
-    let ring = match stream {
+fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
+    let ring = match kind.stream() {
         Stream::Chain => &EVENTS,
         Stream::Bulk => &BULK,
     };

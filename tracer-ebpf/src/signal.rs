@@ -14,9 +14,7 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{
-    EventKind, OFFSET_UNKNOWN, SIGURG, SignalDeliver, SignalGenerate, Stream, Tgkill,
-};
+use tracer_common::{EventKind, OFFSET_UNKNOWN, SIGURG, SignalDeliver, SignalGenerate, Tgkill};
 
 use crate::{SETTINGS, header, is_traced, submit};
 
@@ -53,13 +51,13 @@ fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
     let target_tid = unsafe { ctx.read_at::<u64>(fields.tgkill_pid as usize) }.ok()? as u32;
     let kind = EventKind::Tgkill;
     let record = Tgkill {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         target_tgid,
         target_tid,
         sig,
         _pad: 0,
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -87,7 +85,7 @@ fn try_raw_signal_generate(ctx: &RawTracePointContext) -> Option<()> {
         unsafe { bpf_probe_read_kernel((task + task_pid as u64) as *const i32) }.unwrap_or(0);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         target_tid: target_tid as u32,
         sig,
         code: siginfo_code(ctx.arg::<u64>(1)),
@@ -95,7 +93,7 @@ fn try_raw_signal_generate(ctx: &RawTracePointContext) -> Option<()> {
         result: ctx.arg::<u64>(4) as u32,
         _pad: 0,
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -128,7 +126,7 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
     let read = |offset: u32| unsafe { ctx.read_at::<i32>(offset as usize) }.unwrap_or(0);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         target_tid: read(fields.generate_pid) as u32,
         sig,
         code: read(fields.generate_code),
@@ -136,7 +134,7 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
         result: read(fields.generate_result) as u32,
         _pad: 0,
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -159,13 +157,13 @@ fn deliver<C: EbpfContext>(ctx: &C, sig: u32, code: i32) {
     let kind = EventKind::SignalDeliver;
     let (user_pc, user_sp) = user_pc_sp();
     let record = SignalDeliver {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         user_pc,
         user_sp,
         sig,
         code,
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
 }
 
 /// `info->si_code`, or what the kernel reports for the special `info` values.

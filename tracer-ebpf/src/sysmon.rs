@@ -5,7 +5,7 @@
 //! (linux/amd64). All three functions are ABIInternal: arguments in RAX, RBX, and R14 is
 //! g0, so the goroutine concerned is taken from the arguments, never from R14.
 
-use tracer_common::{EventKind, Field, PreemptRequest, SIGURG, SignalM, Stream, SysmonTick};
+use tracer_common::{EventKind, Field, PreemptRequest, SIGURG, SignalM, SysmonTick};
 
 use crate::{header, read_go, read_goid, read_user, runtime::Hit, submit};
 
@@ -14,10 +14,10 @@ use crate::{header, read_go, read_goid, read_user, runtime::Hit, submit};
 pub fn retake(hit: &Hit) -> Option<()> {
     let kind = EventKind::SysmonTick;
     let record = SysmonTick {
-        header: header(hit.ctx, kind, Stream::Chain),
+        header: header(hit.ctx, kind),
         now_ns: hit.regs.rax as i64,
     };
-    submit(hit.ctx, kind, Stream::Chain, &record);
+    submit(hit.ctx, kind, &record);
     Some(())
 }
 
@@ -30,7 +30,7 @@ pub fn preemptone(hit: &Hit) -> Option<()> {
     let m_addr = read_go::<u64, _>(ctx, kind, binary, p_addr, Field::PM).unwrap_or(0);
     let curg = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MCurg).unwrap_or(0);
     let record = PreemptRequest {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         p_addr,
         caller_pc: read_user(hit.regs.rsp).unwrap_or(0),
         schedwhen_ns: read_go::<i64, _>(ctx, kind, binary, p_addr, Field::PSysmontickSchedwhen)
@@ -40,7 +40,7 @@ pub fn preemptone(hit: &Hit) -> Option<()> {
         p_id: read_go::<i32, _>(ctx, kind, binary, p_addr, Field::PId).unwrap_or(-1),
         schedtick: read_go::<u32, _>(ctx, kind, binary, p_addr, Field::PSchedtick).unwrap_or(0),
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
     Some(())
 }
 
@@ -68,7 +68,7 @@ fn m_record(hit: &Hit, kind: EventKind, sig: u32) -> Option<()> {
     let curg = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MCurg).unwrap_or(0);
     let p_addr = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MP).unwrap_or(0);
     let record = SignalM {
-        header: header(ctx, kind, Stream::Chain),
+        header: header(ctx, kind),
         m_addr,
         // The return address at `[RSP]`: valid anywhere before the `PUSHQ BP`.
         caller_pc: read_user(hit.regs.rsp).unwrap_or(0),
@@ -78,6 +78,6 @@ fn m_record(hit: &Hit, kind: EventKind, sig: u32) -> Option<()> {
         p_id: read_go::<i32, _>(ctx, kind, binary, p_addr, Field::PId).unwrap_or(-1),
         sig,
     };
-    submit(ctx, kind, Stream::Chain, &record);
+    submit(ctx, kind, &record);
     Some(())
 }

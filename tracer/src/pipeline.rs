@@ -29,14 +29,6 @@ pub struct Pipeline {
     next_seq: HashMap<(u32, u32), u64>,
 }
 
-/// The ring a kind's records go to.
-fn stream_of(kind: EventKind) -> Stream {
-    match kind {
-        EventKind::Execute | EventKind::Yield => Stream::Bulk,
-        _ => Stream::Chain,
-    }
-}
-
 impl Pipeline {
     pub fn new(
         pid: u32,
@@ -103,7 +95,7 @@ impl Pipeline {
     /// A gap in a CPU's chain sequence: records were lost there since its previous one.
     /// The attempts open now may miss a link because of it.
     fn check_sequence(&mut self, event: &Event) {
-        let stream = stream_of(event.kind);
+        let stream = event.kind.stream();
         let expected = self
             .next_seq
             .insert((stream as u32, event.cpu), event.seq + 1);

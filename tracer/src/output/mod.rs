@@ -18,6 +18,8 @@ use std::{
 use anyhow::Context as _;
 pub use prometheus::TargetInfo;
 
+use tracer_common::{EventKind, Stream};
+
 use crate::{
     cli::{Cli, Format},
     correlate::{Attempt, Meaning},
@@ -191,24 +193,44 @@ pub async fn drain_kernel_log(log: KernelLog) -> io::Result<()> {
     }
 }
 
-/// What to tell the user when records were lost: which kinds, and the remedy.
+/// What to tell the user when records were lost: which kinds, in which ring, and the
+/// remedy. A chain loss can misclassify the attempts open then (marked `events_lost`);
+/// a bulk loss (yields, run slices) cannot: yields are still counted in the kernel.
 pub fn loss_advice(summary: &Summary, ringbuf_kib: u32) -> String {
-    let kinds: Vec<String> = tracer_common::EventKind::ALL
-        .iter()
-        .filter(|kind| summary.kernel.lost.get(**kind) > 0)
-        .map(|kind| {
-            format!(
-                "{} {}",
-                summary.kernel.lost.get(*kind),
-                crate::events::kind_name(*kind)
-            )
-        })
-        .collect();
+    let lost = |stream: Stream| -> (u64, Vec<String>) {
+        let kinds: Vec<(u64, EventKind)> = EventKind::ALL
+            .iter()
+            .filter(|kind| kind.stream() == stream)
+            .map(|kind| (summary.kernel.lost.get(*kind), *kind))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        let names = kinds
+            .iter()
+            .map(|(n, kind)| format!("{n} {}", crate::events::kind_name(*kind)))
+            .collect();
+        (kinds.iter().map(|(n, _)| n).sum(), names)
+    };
+    let mut parts = Vec::new();
+    let (chain, chain_kinds) = lost(Stream::Chain);
+    if chain > 0 {
+        parts.push(format!(
+            "{chain} preemption-chain records were lost ({}); the attempts open then are \
+             marked `events_lost`",
+            chain_kinds.join(", ")
+        ));
+    }
+    let (bulk, bulk_kinds) = lost(Stream::Bulk);
+    if bulk > 0 {
+        parts.push(format!(
+            "{bulk} high-rate records were lost ({}); the chain is unaffected and yields \
+             are still counted in the kernel",
+            bulk_kinds.join(", ")
+        ));
+    }
     format!(
-        "{} records were lost because a ring buffer was full ({}); the attempts open then \
-         are marked `events_lost`. goprobe's reader fell behind: write to a file (-o) rather \
-         than a slow terminal, drop --slices, or raise --ringbuf-kib (now {ringbuf_kib})",
-        summary.lost_total(),
-        kinds.join(", ")
+        "{}. goprobe's reader fell behind: write to a file (-o) rather than a slow \
+         terminal, drop --yields/--slices unless you need every record, or raise \
+         --ringbuf-kib (now {ringbuf_kib})",
+        parts.join("; ")
     )
 }
