@@ -1,6 +1,7 @@
 //! goprobe against Go's own execution tracer: within the window the fixture traced with
 //! `runtime/trace`, goprobe's async, cooperative and park counts must equal the tracer's
-//! exactly. The trace is decoded by `tests/tracecount` (Go's `go tool trace -d=parsed`),
+//! exactly (the window's edges moved to where neither side has an event within the trace
+//! clock's accuracy). The trace is decoded by `tests/tracecount` (Go's `go tool trace -d=parsed`),
 //! which knows nothing of goprobe.
 
 use std::{path::PathBuf, process::Command};
@@ -8,7 +9,7 @@ use std::{path::PathBuf, process::Command};
 use goprobe_integration::{Env, Traced, env, temp_path, trace_command};
 use serde_json::Value;
 
-/// Counts from goprobe's events inside `[start_ns, end_ns]`.
+/// Preemptions by path and action.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Counts {
     async_reschedule: u64,
@@ -17,23 +18,23 @@ struct Counts {
     stack_check_park: u64,
 }
 
-fn goprobe_counts(traced: &Traced, start_ns: u64, end_ns: u64) -> Counts {
-    let mut counts = Counts::default();
-    for event in &traced.events {
-        let ts = event["ts_ns"].as_u64().unwrap_or(0);
-        if ts < start_ns || ts > end_ns {
-            continue;
-        }
-        let slot = match (event["path"].as_str(), event["action"].as_str()) {
-            (Some("async"), Some("reschedule")) => &mut counts.async_reschedule,
-            (Some("async"), Some("park")) => &mut counts.async_park,
-            (Some("stack_check"), Some("reschedule")) => &mut counts.stack_check_reschedule,
-            (Some("stack_check"), Some("park")) => &mut counts.stack_check_park,
-            _ => continue,
-        };
-        *slot += 1;
+/// `[start, end]` with each edge moved inward, past any of the sorted `times` within
+/// `margin` of it, so that no counted event lies near an edge.
+fn quiet_window(times: &[u64], start: u64, end: u64, margin: u64) -> (u64, u64) {
+    let near = |t: u64| times.iter().copied().find(|x| x.abs_diff(t) <= margin);
+    let mut s = start;
+    while let Some(x) = near(s) {
+        s = x + margin + 1;
     }
-    counts
+    let mut e = end;
+    while let Some(x) = near(e) {
+        e = x.saturating_sub(margin + 1);
+    }
+    assert!(
+        s < e,
+        "no quiet window edges within [{start}, {end}] (margin {margin} ns)"
+    );
+    (s, e)
 }
 
 fn tool(var: &str) -> PathBuf {
@@ -84,7 +85,7 @@ fn both_counts_traced(
     let out = Command::new(tool("GOPROBE_TRACECOUNT"))
         .arg("-go")
         .arg(tool("GOPROBE_TRACE_GO"))
-        .args(["-no-events", "-start-ns", &start_ns.to_string()])
+        .args(["-start-ns", &start_ns.to_string()])
         .args(["-end-ns", &end_ns.to_string()])
         .arg(&trace)
         .output()
@@ -97,22 +98,61 @@ fn both_counts_traced(
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_str(&text).expect("tracecount JSON");
-    let w = &report["counts_in_window"];
     assert!(
-        w.is_object(),
-        "{release} {fixture}: no window counts: {report}"
+        report["clock"]["mono_mappable"] == true,
+        "{release} {fixture}: trace times cannot be mapped: {}",
+        report["clock"]
     );
-    let n = |field: &str| {
-        w[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{field} in {w}"))
+    let theirs_events: Vec<(u64, &str)> = report["events"]
+        .as_array()
+        .expect("tracecount events")
+        .iter()
+        .filter_map(|e| Some((e["mono_ns"].as_u64()?, e["kind"].as_str()?)))
+        .collect();
+    let ours_events: Vec<(u64, &str)> = traced
+        .events
+        .iter()
+        .filter_map(|e| {
+            let kind = match (e["path"].as_str()?, e["action"].as_str()?) {
+                ("async", "reschedule") => "async_reschedule",
+                ("async", "park") => "async_park",
+                ("stack_check", "reschedule") => "stack_check_reschedule",
+                ("stack_check", "park") => "stack_check_park",
+                _ => return None,
+            };
+            Some((e["ts_ns"].as_u64()?, kind))
+        })
+        .collect();
+    // The trace's clock maps to CLOCK_MONOTONIC only within its stated accuracy (Go
+    // 1.21's relative, tick-averaged times the least), so an event that close to the
+    // window's edge could fall inside on one side and outside on the other. Move each
+    // edge inward until no event of either side is within ten times that accuracy.
+    let margin = 10 * report["clock"]["accuracy_ns"].as_u64().unwrap_or(0);
+    let mut times: Vec<u64> = theirs_events
+        .iter()
+        .chain(&ours_events)
+        .map(|(t, _)| *t)
+        .collect();
+    times.sort_unstable();
+    let (start_ns, end_ns) = quiet_window(&times, start_ns, end_ns, margin);
+    let count = |events: &[(u64, &str)], kind: &str| {
+        events
+            .iter()
+            .filter(|(t, k)| *k == kind && (start_ns..=end_ns).contains(t))
+            .count() as u64
     };
-    let ours = goprobe_counts(&traced, start_ns, end_ns);
+    let ours = Counts {
+        async_reschedule: count(&ours_events, "async_reschedule"),
+        async_park: count(&ours_events, "async_park"),
+        stack_check_reschedule: count(&ours_events, "stack_check_reschedule"),
+        stack_check_park: count(&ours_events, "stack_check_park"),
+    };
     let theirs = Counts {
-        async_reschedule: n("async_reschedule"),
-        async_park: n("async_park") + n("park_unknown_path"),
-        stack_check_reschedule: n("stack_check_reschedule"),
-        stack_check_park: n("stack_check_park"),
+        async_reschedule: count(&theirs_events, "async_reschedule"),
+        async_park: count(&theirs_events, "async_park")
+            + count(&theirs_events, "park_unknown_path"),
+        stack_check_reschedule: count(&theirs_events, "stack_check_reschedule"),
+        stack_check_park: count(&theirs_events, "stack_check_park"),
     };
     eprintln!("{release} {fixture} {fixture_env:?}: goprobe {ours:?}, runtime/trace {theirs:?}");
     (ours, theirs, traced)
