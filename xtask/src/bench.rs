@@ -32,6 +32,7 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Bench {
     Attach,
+    Pipeline,
     Placement,
     Throughput,
 }
@@ -68,6 +69,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if all || args.only.contains(&Bench::Throughput) {
         report += &throughput(args, &goprobe, &fixtures)?;
+    }
+    if all || args.only.contains(&Bench::Pipeline) {
+        report += &pipeline(&fixtures)?;
     }
     println!("\n{report}");
     Ok(())
@@ -445,10 +449,14 @@ fn placement(args: &BenchArgs, goprobe: &Path, fixtures: &Path) -> anyhow::Resul
     ];
     for _ in 0..args.reps {
         base.push(yield_run(goprobe, &fixture, "1", "0", None)?.ops_per_sec);
-        for (i, extra) in [&[][..], &["--entry-probes"][..]].into_iter().enumerate() {
+        // --yields: every Gosched is a probe hit and a record, the full cost of a hit.
+        for (i, extra) in [&["--yields"][..], &["--yields", "--entry-probes"][..]]
+            .into_iter()
+            .enumerate()
+        {
             let run = yield_run(goprobe, &fixture, "1", "0", Some(extra))?;
             let traced = run.goprobe.context("traced run")?;
-            let hits = traced.summary["events"]["gosched"].as_f64().unwrap_or(0.0);
+            let hits = traced.summary["events"]["yield"].as_f64().unwrap_or(0.0);
             let ops = run.ops_per_sec * 2.0; // 2 s window
             let lost = traced.summary["lost_total"].as_u64().unwrap_or(0);
             runs[i].1.push((run.ops_per_sec, hits / ops, lost));
@@ -490,15 +498,28 @@ fn throughput(args: &BenchArgs, goprobe: &Path, fixtures: &Path) -> anyhow::Resu
     )?;
     // Flat out first (what the machine allows), then paced at 250 000 events/s: the
     // rate goprobe must sustain with zero loss, whatever the output.
+    // Every row records each yield (--yields): the flood is the event stream.
     for (name, rate, extra) in [
-        ("summary only (--quiet)", "0", &[][..]),
-        ("+ run slices (--slices)", "0", &["--slices"][..]),
-        ("every event as JSON (--json)", "0", &["--events"][..]),
-        ("JSON, paced at 250k/s", "250000", &["--events"][..]),
+        ("summary only (--quiet)", "0", &["--yields"][..]),
+        (
+            "+ run slices (--slices)",
+            "0",
+            &["--yields", "--slices"][..],
+        ),
+        (
+            "every event as JSON (--json)",
+            "0",
+            &["--yields", "--events"][..],
+        ),
+        (
+            "JSON, paced at 250k/s",
+            "250000",
+            &["--yields", "--events"][..],
+        ),
         (
             "slices + JSON, 125k ops/s",
             "125000",
-            &["--events", "--slices"][..],
+            &["--yields", "--events", "--slices"][..],
         ),
     ] {
         let mut rows = Vec::new();
@@ -530,4 +551,27 @@ fn throughput(args: &BenchArgs, goprobe: &Path, fixtures: &Path) -> anyhow::Resu
         args.reps
     )?;
     Ok(out)
+}
+
+/// goprobe's userspace alone (`tracer/benches/pipeline.rs`): events/s through the whole
+/// pipeline to each output, with no workload competing for this host's two CPUs.
+fn pipeline(fixtures: &Path) -> anyhow::Result<String> {
+    let output = Command::new("cargo")
+        .current_dir(util::workspace_root())
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "goprobe",
+            "--bench",
+            "pipeline",
+        ])
+        .env("GOPROBE_BENCH_BINARY", fixtures.join("yield"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cargo bench --bench pipeline")?;
+    if !output.status.success() {
+        bail!("the pipeline benchmark failed: {}", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned() + "\n")
 }
