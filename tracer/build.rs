@@ -28,6 +28,11 @@ fn main() -> anyhow::Result<()> {
         .map(|workspace| workspace.join("tracer-common"))
         .ok_or_else(|| anyhow!("workspace root not found"))?;
     println!("cargo:rerun-if-changed={common_dir}");
+    // aya-build relays every line of the inner cargo's stderr as a `cargo:warning`: some
+    // 100 "Compiling …" lines on each build. Quiet, that cargo prints only diagnostics,
+    // which still come through (and a failure still fails this build).
+    // SAFETY: the build script is single-threaded here; the inner cargo inherits this.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [Package {
             name: "tracer-ebpf",
