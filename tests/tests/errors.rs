@@ -49,6 +49,67 @@ fn usage_errors_exit_2() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+    // The message names the flag and the way out.
+    for (args, want) in [
+        (&["--pid", "1", "-d", "1e300"][..], "--duration"),
+        (&["--pid", "1", "-d", "1e300"][..], "leave --duration out"),
+        (&["--pid", "1", "--go-layout", "banana"], "--go-layout"),
+        (&[], "--pid"),
+    ] {
+        let (code, stderr) = goprobe_fails(&env, args, None);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{args:?} should name {want:?}: {stderr}"
+        );
+    }
+}
+
+/// A zombie is an exited process, not a kernel thread; pid 1 as root is one message.
+#[test]
+fn zombie_and_unreachable_pids() {
+    let env = env();
+    // An exited child this test does not reap until goprobe has looked at it.
+    let mut child = std::process::Command::new("/bin/true")
+        .spawn()
+        .expect("true starts");
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .contains(") Z ")
+    {
+        assert!(std::time::Instant::now() < deadline, "no zombie");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (code, stderr) = goprobe_fails(&env, &["--pid", &pid.to_string()], None);
+    let _ = child.wait();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("already exited") && !stderr.contains("kernel thread"),
+        "{stderr}"
+    );
+    // Kernel thread: kthreadd is pid 2 in the host's pid namespace.
+    if std::fs::read_to_string("/proc/2/comm").is_ok_and(|comm| comm.trim() == "kthreadd") {
+        let (code, stderr) = goprobe_fails(&env, &["--pid", "2"], None);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("kernel thread"), "{stderr}");
+    }
+    // Whatever pid 1 is here, goprobe says why once.
+    let (code, stderr) = goprobe_fails(&env, &["--pid", "1"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("goprobe: error").count(),
+        1,
+        "one error message for --pid 1: {stderr}"
+    );
+    if stderr.contains("os error") {
+        assert_eq!(
+            stderr.matches("os error").count(),
+            1,
+            "the cause said once: {stderr}"
+        );
+    }
 }
 
 #[test]
