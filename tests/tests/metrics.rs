@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use goprobe_integration::{env, split_output, temp_path, wait_timeout};
+use goprobe_integration::{env, send_signal, split_output, temp_path, wait_timeout};
 use serde_json::Value;
 
 /// Sends a raw request in `parts` (a pause between them, as TCP segments) and returns
@@ -105,7 +105,8 @@ fn metrics_endpoint_serves_live_counters() {
         .arg(&out)
         .args(["--metrics", "127.0.0.1:0", "--"])
         .arg(&fixture)
-        .args(["-workers", "2", "-procs", "1", "-duration", "4s"])
+        // Long enough for any machine: the test ends the trace itself with SIGINT.
+        .args(["-workers", "2", "-procs", "1", "-duration", "60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -191,8 +192,10 @@ fn metrics_endpoint_serves_live_counters() {
         "le series changed between scrapes"
     );
 
+    send_signal(goprobe.id(), libc::SIGINT);
     let status = wait_timeout(&mut goprobe, Duration::from_secs(30));
-    assert!(status.success(), "{status}");
+    // The command got the SIGINT too, and goprobe exits with its status.
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status}");
     let (_, _, summary) = split_output(&out);
     let total = summary["preemptions"]["async_reschedule"].as_f64().unwrap();
     assert!(

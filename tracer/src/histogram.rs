@@ -89,6 +89,15 @@ impl Distribution {
 
     /// Cumulative counts at log2 bucket upper bounds: `(highest value in the bucket,
     /// values ≤ it)`, for every bucket up to the last non-empty one.
+    /// The buckets, count, sum and extremes without the exact samples: cheap to copy
+    /// once a second; its percentiles come from the buckets.
+    pub fn without_samples(&self) -> Distribution {
+        Distribution {
+            samples: Vec::new(),
+            ..*self
+        }
+    }
+
     /// Cumulative counts at the fixed bounds `2^first - 1 ..= 2^last - 1` (values up to
     /// each bound, smaller values included), whatever has been seen: a Prometheus
     /// histogram's `le` series must not change over time.

@@ -168,6 +168,44 @@ impl Aggregator {
         self.malformed += 1;
     }
 
+    /// The live state as a [`Summary`], for what renders while tracing (Prometheus):
+    /// every counter, and the distributions with their buckets only (percentiles from the
+    /// buckets). Top locations and
+    /// goroutines are left empty: they need symbols and a sort, and are rendered only at
+    /// the end.
+    pub fn snapshot(&self, run: RunInfo, kernel: KernelCounters) -> Summary {
+        Summary {
+            voluntary_yields: run.voluntary_yields,
+            run,
+            received: self.received.clone(),
+            per_thread: BTreeMap::new(),
+            preemptions: self.preemptions.clone(),
+            malformed: self.malformed,
+            kernel,
+            outcomes: self.outcomes.clone(),
+            refusals: self.refusals.clone(),
+            hops: self
+                .hops
+                .iter()
+                .filter_map(|(hop, d)| Some((*hop, d.without_samples().stats()?)))
+                .collect(),
+            hop_distributions: self
+                .hops
+                .iter()
+                .map(|(hop, d)| (*hop, d.without_samples()))
+                .collect(),
+            ran_before_request: self.ran_before_request.without_samples(),
+            tick_intervals: self.tick_intervals.without_samples(),
+            gc_delays: self.gc_delays.without_samples(),
+            stw_delays: self.stw_delays.without_samples(),
+            async_locations: Vec::new(),
+            cooperative_locations: Vec::new(),
+            refused_locations: Vec::new(),
+            goroutines: Vec::new(),
+            goroutine_count: self.goroutines.len(),
+        }
+    }
+
     pub fn finish(
         self,
         run: RunInfo,
@@ -240,16 +278,7 @@ impl Aggregator {
                 .iter()
                 .filter_map(|(hop, d)| Some((*hop, d.stats()?)))
                 .collect(),
-            request_to_off: self
-                .hops
-                .get(&Hop::REQUEST_TO_OFF)
-                .cloned()
-                .unwrap_or_default(),
-            tgkill_to_deliver: self
-                .hops
-                .get(&Hop::TGKILL_TO_DELIVER)
-                .cloned()
-                .unwrap_or_default(),
+            hop_distributions: self.hops,
             ran_before_request: self.ran_before_request,
             tick_intervals: self.tick_intervals,
             gc_delays: self.gc_delays,
@@ -306,8 +335,8 @@ pub struct Summary {
     pub outcomes: BTreeMap<(Requester, Outcome), u64>,
     pub refusals: BTreeMap<Refusal, u64>,
     pub hops: BTreeMap<Hop, Stats>,
-    pub request_to_off: Distribution,
-    pub tgkill_to_deliver: Distribution,
+    /// Every hop's values (what `hops` summarises).
+    pub hop_distributions: BTreeMap<Hop, Distribution>,
     /// How long goroutines had run when sysmon asked them to stop.
     pub ran_before_request: Distribution,
     pub tick_intervals: Distribution,
@@ -326,6 +355,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A hop's distribution, empty when it was never seen.
+    pub fn hop(&self, hop: Hop) -> &Distribution {
+        static UNSEEN: std::sync::LazyLock<Distribution> =
+            std::sync::LazyLock::new(Distribution::default);
+        self.hop_distributions.get(&hop).unwrap_or(&UNSEEN)
+    }
+
     pub fn lost_total(&self) -> u64 {
         self.kernel.lost.total()
     }

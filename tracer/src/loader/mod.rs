@@ -99,6 +99,20 @@ const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 /// Kernel-side log records (aya-log), printed to stderr with a `goprobe[bpf]` prefix.
 pub type KernelLog = aya_log::EbpfLogger<StderrLog>;
 
+/// Prints the kernel side's log records as they come (only with -v).
+pub async fn drain_kernel_log(log: KernelLog) -> std::io::Result<()> {
+    // SAFETY: the logger owns its map fd for as long as the AsyncFd owns the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    }
+    .map_err(|err| err.into_parts().1)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
 /// Ring buffer sizes, bytes (powers of two, at least a page).
 #[derive(Clone, Copy, Debug)]
 pub struct RingSizes {

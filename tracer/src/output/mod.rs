@@ -16,16 +16,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-pub use prometheus::TargetInfo;
 
 use tracer_common::{EventKind, Stream};
 
 use crate::{
     cli::{Cli, Format},
     correlate::{Attempt, Meaning},
-    events::{Event, KernelCounters},
-    loader::KernelLog,
-    summary::{Aggregator, Summary},
+    events::Event,
+    summary::Summary,
     symbolize::Location,
 };
 
@@ -74,14 +72,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Renders a new snapshot from the live aggregates.
-    pub fn update(
-        &self,
-        aggregator: &Aggregator,
-        kernel: &KernelCounters,
-        target: &TargetInfo<'_>,
-    ) {
-        let text = prometheus::render(aggregator, kernel, target);
+    /// Renders the exposition scrapes get from now on.
+    pub fn update(&self, snapshot: &Summary) {
+        let text = prometheus::render(snapshot);
         if let Ok(mut latest) = self.snapshot.lock() {
             *latest = text;
         }
@@ -176,20 +169,6 @@ impl<W: Write> Write for Named<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush().map_err(|err| self.wrap(err))
-    }
-}
-
-/// Prints the kernel side's log records as they come (only with -v).
-pub async fn drain_kernel_log(log: KernelLog) -> io::Result<()> {
-    // SAFETY: the logger owns its map fd for as long as the AsyncFd owns the logger.
-    let mut fd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
-    }
-    .map_err(|err| err.into_parts().1)?;
-    loop {
-        let mut guard = fd.readable_mut().await?;
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
     }
 }
 

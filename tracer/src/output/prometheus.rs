@@ -24,23 +24,13 @@ use tracer_common::EventKind;
 
 use crate::{
     correlate::{Hop, PreemptAction, PreemptPath},
-    events::KernelCounters,
     events::kind_name,
     histogram::Distribution,
-    summary::Aggregator,
+    summary::Summary,
 };
 
 /// The latest rendered exposition.
 pub type Snapshot = Arc<Mutex<String>>;
-
-/// Identity of the traced process, exported as `goprobe_target_info`.
-pub struct TargetInfo<'a> {
-    pub pid: u32,
-    pub binary: &'a str,
-    pub go_version: &'a str,
-    /// Voluntary yields the kernel counted, when observed (`--yields`).
-    pub voluntary_yields: Option<u64>,
-}
 
 fn escape(label: &str) -> String {
     label
@@ -80,8 +70,10 @@ fn histogram(out: &mut String, name: &str, labels: &str, d: &Distribution) {
     let _ = writeln!(out, "{name}_count{braces} {}", d.count());
 }
 
-/// Renders every metric from the live aggregates and the kernel's counters.
-pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>) -> String {
+/// Renders every metric from a snapshot of the run
+/// ([`crate::summary::Aggregator::snapshot`]).
+pub fn render(summary: &Summary) -> String {
+    let target = &summary.run;
     let mut out = String::with_capacity(8192);
     header(
         &mut out,
@@ -93,25 +85,25 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         out,
         "goprobe_target_info{{pid=\"{}\",binary=\"{}\",go_version=\"{}\"}} 1",
         target.pid,
-        escape(target.binary),
-        escape(target.go_version)
+        escape(&target.binary),
+        escape(&target.go_version)
     );
 
     for (name, help, counts) in [
         (
             "goprobe_events_total",
             "Kernel events received, by kind.",
-            &agg.received,
+            &summary.received,
         ),
         (
             "goprobe_lost_events_total",
             "Events the kernel could not submit because the ring buffer was full.",
-            &kernel.lost,
+            &summary.kernel.lost,
         ),
         (
             "goprobe_read_errors_total",
             "Events whose probe could not read the target's memory, by kind.",
-            &kernel.read_errors,
+            &summary.kernel.read_errors,
         ),
     ] {
         header(&mut out, name, "counter", help);
@@ -130,7 +122,7 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "counter",
         "Ring buffer records goprobe could not decode.",
     );
-    let _ = writeln!(out, "goprobe_malformed_records_total {}", agg.malformed);
+    let _ = writeln!(out, "goprobe_malformed_records_total {}", summary.malformed);
 
     header(
         &mut out,
@@ -138,7 +130,7 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "counter",
         "Goroutines preempted, by path (async, stack_check) and action (reschedule, park).",
     );
-    let p = &agg.preemptions;
+    let p = &summary.preemptions;
     for (path, action, n) in [
         (
             PreemptPath::Async,
@@ -170,7 +162,7 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "counter",
         "runtime.Gosched and friends: rescheduling that is not a preemption.",
     );
-    if let Some(yields) = target.voluntary_yields {
+    if let Some(yields) = summary.voluntary_yields {
         let _ = writeln!(out, "goprobe_voluntary_yields_total {yields}");
     }
 
@@ -180,7 +172,7 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "counter",
         "Finished preemption attempts, by requester and outcome.",
     );
-    for ((requester, outcome), n) in &agg.outcomes {
+    for ((requester, outcome), n) in &summary.outcomes {
         let _ = writeln!(
             out,
             "goprobe_attempts_total{{requester=\"{}\",outcome=\"{}\"}} {n}",
@@ -196,35 +188,34 @@ pub fn render(agg: &Aggregator, kernel: &KernelCounters, target: &TargetInfo<'_>
         "Latency of each link of the preemption chain.",
     );
     // Every hop from the first scrape, seen or not: series must not appear over time.
-    let unseen = Distribution::default();
     for hop in Hop::ALL {
         histogram(
             &mut out,
             "goprobe_hop_latency_seconds",
             &format!("hop=\"{}\"", hop.key()),
-            agg.hops.get(&hop).unwrap_or(&unseen),
+            summary.hop(hop),
         );
     }
     for (name, help, d) in [
         (
             "goprobe_sysmon_tick_interval_seconds",
             "Interval between consecutive sysmon ticks.",
-            &agg.tick_intervals,
+            &summary.tick_intervals,
         ),
         (
             "goprobe_running_when_asked_seconds",
             "How long a goroutine had run when sysmon asked it to stop (lower bound).",
-            &agg.ran_before_request,
+            &summary.ran_before_request,
         ),
         (
             "goprobe_gc_preemption_delay_seconds",
             "From the GC's suspendG to the goroutine off the CPU.",
-            &agg.gc_delays,
+            &summary.gc_delays,
         ),
         (
             "goprobe_stw_preemption_delay_seconds",
             "From stop-the-world's preemptall to the goroutine off the CPU.",
-            &agg.stw_delays,
+            &summary.stw_delays,
         ),
     ] {
         header(&mut out, name, "histogram", help);
@@ -301,7 +292,11 @@ fn respond(request: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<By
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{Meaning, Preemption};
+    use crate::{
+        correlate::{Meaning, Preemption},
+        events::KernelCounters,
+        summary::{Aggregator, RunInfo},
+    };
 
     #[test]
     fn renders_counters_and_histograms() {
@@ -333,16 +328,16 @@ mod tests {
         agg.add(&event, &meaning);
         agg.tick_intervals.add(10_000_000);
         agg.tick_intervals.add(20_000);
-        let text = render(
-            &agg,
-            &KernelCounters::default(),
-            &TargetInfo {
+        let text = render(&agg.snapshot(
+            RunInfo {
                 pid: 42,
-                binary: "/bin/\"app\"",
-                go_version: "go1.27.3",
+                binary: "/bin/\"app\"".into(),
+                go_version: "go1.27.3".into(),
                 voluntary_yields: Some(3),
+                ..RunInfo::default()
             },
-        );
+            KernelCounters::default(),
+        ));
         assert!(text.contains("goprobe_target_info{pid=\"42\",binary=\"/bin/\\\"app\\\"\""));
         assert!(text.contains("goprobe_events_total{kind=\"gosched\"} 1\n"));
         assert!(

@@ -305,12 +305,12 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     histogram(
         out,
         "request → off CPU (preemption latency)",
-        &s.request_to_off,
+        s.hop(Hop::REQUEST_TO_OFF),
     )?;
     histogram(
         out,
         "tgkill → delivery (the kernel's part)",
-        &s.tgkill_to_deliver,
+        s.hop(Hop::TGKILL_TO_DELIVER),
     )?;
     histogram(
         out,

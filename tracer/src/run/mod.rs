@@ -20,7 +20,7 @@ use crate::{
     },
     host::KernelFacts,
     loader::{LoadedTracer, RingSizes},
-    output::{self, Outputs},
+    output::Outputs,
     preflight,
     probes::{self, PlannedProbe, ReleaseFacts},
     ringbuf::monotonic_ns,
@@ -177,7 +177,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
         .map_err(|err| verifier_detail(err, cli.verbose))?;
     let kernel_log = match cli.verbose {
         0 => None,
-        _ => Some(tokio::spawn(output::drain_kernel_log(
+        _ => Some(tokio::spawn(crate::loader::drain_kernel_log(
             tracer
                 .kernel_log()
                 .context("reading the kernel side's log")?,

@@ -102,15 +102,18 @@ pub async fn trace(
             }
             _ = refresh.tick(), if metrics.is_some() => {
                 if let Some(metrics) = &metrics {
-                    let kernel = session.tracer.counters()?;
-                    metrics.update(&pipeline.aggregator, &kernel, &output::TargetInfo {
+                    let yields = cli
+                        .wants_yields()
+                        .then(|| session.tracer.yields(session.target.pid.get()));
+                    let run = RunInfo {
                         pid: session.target.pid.get(),
-                        binary: &binary_text,
-                        go_version: &session.prepared.version,
-                        voluntary_yields: cli
-                            .wants_yields()
-                            .then(|| session.tracer.yields(session.target.pid.get())),
-                    });
+                        binary: binary_text.clone(),
+                        go_version: session.prepared.version.clone(),
+                        duration_ns: monotonic_ns().saturating_sub(session.start_ns),
+                        voluntary_yields: yields,
+                        ..RunInfo::default()
+                    };
+                    metrics.update(&pipeline.aggregator.snapshot(run, session.tracer.counters()?));
                 }
             }
             _ = sigint.recv() => break EndReason::Interrupt,
