@@ -6,11 +6,16 @@
 /// runtime function it is in.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "user", derive(num_enum::TryFromPrimitive))]
+#[cfg_attr(
+    feature = "user",
+    derive(num_enum::TryFromPrimitive, strum::IntoStaticStr),
+    strum(serialize_all = "snake_case")
+)]
 pub enum EventKind {
     /// `runtime.retake` entered: one sysmon tick. Record: [`SysmonTick`].
     SysmonTick = 1,
     /// `runtime.preemptone` entered. Record: [`PreemptRequest`].
+    #[cfg_attr(feature = "user", strum(serialize = "preempt_request"))]
     PreemptOne = 2,
     /// `runtime.preemptM` entered (only where the symbol exists). Record: [`SignalM`].
     PreemptM = 3,
@@ -25,11 +30,13 @@ pub enum EventKind {
     /// `runtime.doSigPreempt` entered: the handler's decision. Record: [`GoroutineHook`].
     DoSigPreempt = 8,
     /// `runtime.asyncPreempt2` entered: asynchronous preemption. Record: [`GoroutineHook`].
+    #[cfg_attr(feature = "user", strum(serialize = "async_preempt"))]
     AsyncPreempt2 = 9,
     /// `runtime.goschedImpl` called on a preemption path (from `newstack`, `gopreempt_m`
     /// or `asyncPreempt2`): a preempted goroutine is put back on a run queue. The probes
     /// sit on those call sites, so voluntary yields never reach them. Record:
     /// [`GoroutineHook`].
+    #[cfg_attr(feature = "user", strum(serialize = "gosched"))]
     GoschedImpl = 10,
     /// `runtime.goschedImpl` called from `gosched_m` or `goschedguarded_m`: a voluntary
     /// yield (`runtime.Gosched`). Attached only for `--yields` (counted in the kernel) and

@@ -106,7 +106,8 @@ pub enum EventData {
 }
 
 /// `enum trace_signal_result` of the kernel's `signal_generate` tracepoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SignalResult {
     /// Queued for delivery.
     Delivered,
@@ -131,14 +132,7 @@ impl SignalResult {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Ignored => "ignored",
-            Self::AlreadyPending => "already_pending",
-            Self::OverflowFail => "overflow_fail",
-            Self::LoseInfo => "lose_info",
-            Self::Unknown(_) => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -156,22 +150,7 @@ pub enum DecodeError {
 
 /// Stable, user-facing name of a kind (JSON `kind`, text output, summary rows).
 pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::SysmonTick => "sysmon_tick",
-        EventKind::PreemptOne => "preempt_request",
-        EventKind::PreemptM => "preempt_m",
-        EventKind::SignalM => "signal_m",
-        EventKind::Tgkill => "tgkill",
-        EventKind::SignalGenerate => "signal_generate",
-        EventKind::SignalDeliver => "signal_deliver",
-        EventKind::DoSigPreempt => "do_sig_preempt",
-        EventKind::AsyncPreempt2 => "async_preempt",
-        EventKind::GoschedImpl => "gosched",
-        EventKind::Yield => "yield",
-        EventKind::PreemptPark => "preempt_park",
-        EventKind::SuspendG => "suspend_g",
-        EventKind::Execute => "execute",
-    }
+    kind.into()
 }
 
 /// Reads a `T` from the start of `bytes`; ring buffer records are only 8-byte aligned
@@ -309,6 +288,31 @@ impl Event {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The kinds' names are the JSON schema's and the metrics' `kind` label values.
+    #[test]
+    fn kind_names_are_the_schemas() {
+        let names: Vec<&str> = EventKind::ALL.iter().map(|k| kind_name(*k)).collect();
+        assert_eq!(
+            names,
+            [
+                "sysmon_tick",
+                "preempt_request",
+                "preempt_m",
+                "signal_m",
+                "tgkill",
+                "signal_generate",
+                "signal_deliver",
+                "do_sig_preempt",
+                "async_preempt",
+                "gosched",
+                "yield",
+                "preempt_park",
+                "suspend_g",
+                "execute",
+            ]
+        );
+    }
 
     pub(crate) fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
         // SAFETY: Pod types have no padding and any bytes are valid to read.

@@ -7,7 +7,8 @@ use std::ops::{Index, IndexMut};
 use crate::chain::{LINK_COUNT, Link};
 
 /// How a preempted goroutine entered the scheduler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PreemptPath {
     /// SIGURG → `doSigPreempt` injected a call → `asyncPreempt` → `asyncPreempt2`.
     Async,
@@ -17,15 +18,13 @@ pub enum PreemptPath {
 
 impl PreemptPath {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Async => "async",
-            Self::StackCheck => "stack_check",
-        }
+        self.into()
     }
 }
 
 /// What the runtime did with the goroutine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PreemptAction {
     /// Back on a run queue (`goschedImpl` called on the preemption path).
     Reschedule,
@@ -35,10 +34,7 @@ pub enum PreemptAction {
 
 impl PreemptAction {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Reschedule => "reschedule",
-            Self::Park => "park",
-        }
+        self.into()
     }
 }
 
@@ -74,7 +70,8 @@ pub enum Meaning {
 }
 
 /// Who asked for the preemption.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Requester {
     /// sysmon's `retake`: a goroutine ran for over 10 ms.
     Sysmon,
@@ -88,12 +85,7 @@ pub enum Requester {
 
 impl Requester {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Sysmon => "sysmon",
-            Self::StopTheWorld => "stop_the_world",
-            Self::Gc => "gc",
-            Self::Other => "other",
-        }
+        self.into()
     }
 
     pub const ALL: [Requester; 4] = [
@@ -105,7 +97,8 @@ impl Requester {
 }
 
 /// Why a delivered SIGURG did not preempt the goroutine it found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Refusal {
     /// The goroutine asked to stop was no longer the one running on that M.
     TargetMoved,
@@ -118,16 +111,13 @@ pub enum Refusal {
 
 impl Refusal {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::TargetMoved => "target_moved",
-            Self::NotRunning => "not_running",
-            Self::UnsafePoint => "unsafe_point",
-        }
+        self.into()
     }
 }
 
 /// How an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// Preempted asynchronously: SIGURG, injected call, `asyncPreempt2`.
     Async(PreemptAction),
@@ -156,17 +146,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Async(_) => "async",
-            Self::Cooperative(_) => "cooperative",
-            Self::Refused(_) => "refused",
-            Self::NoSignal => "no_signal",
-            Self::Coalesced => "coalesced",
-            Self::SignalLost => "signal_lost",
-            Self::Expired => "expired",
-            Self::Unfinished => "unfinished",
-            Self::NoTarget => "no_target",
-        }
+        self.into()
     }
 
     pub fn is_preemption(self) -> bool {
