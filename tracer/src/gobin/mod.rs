@@ -21,6 +21,8 @@ mod image;
 mod moduledata;
 pub mod offsets;
 mod pclntab;
+/// The Go releases goprobe supports (one list, shared with xtask).
+pub mod releases;
 
 #[cfg(test)]
 mod fuzz_regressions;

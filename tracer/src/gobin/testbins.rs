@@ -22,10 +22,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every release goprobe supports.
-const ALL_VERSIONS: [&str; 7] = [
-    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
-];
+use super::releases::RELEASES as ALL_VERSIONS;
 
 /// Releases every variant is tested with when no list is given: the oldest, the last
 /// with `pcHeader.textStart`, the first without it, and the newest.
