@@ -334,3 +334,365 @@ pub fn send_signal(pid: u32, signal: i32) {
     let rc = unsafe { libc::kill(pid as i32, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
 }
+
+// ---------------------------------------------------------------------------------------
+// Life-cycle helpers: private executables, processes, BPF objects, mapped text.
+
+/// A private copy of an executable, deleted on drop: processes running it are found by
+/// its unique path, and uprobes on it (keyed by inode) cannot meet anyone else's.
+pub struct PrivateExe {
+    pub path: PathBuf,
+}
+
+impl PrivateExe {
+    pub fn copy_of(original: &Path, stem: &str) -> PrivateExe {
+        let path = temp_path(stem);
+        std::fs::copy(original, &path).unwrap_or_else(|err| {
+            panic!(
+                "copying {} to {}: {err}",
+                original.display(),
+                path.display()
+            )
+        });
+        PrivateExe { path }
+    }
+}
+
+impl Drop for PrivateExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads `reader` line by line on a thread; the lines arrive on the returned channel.
+pub fn read_lines(
+    reader: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Pids in /proc, numerically.
+pub fn all_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Live (non-zombie) processes whose executable is `exe` or whose command line names it,
+/// as `(pid, command line)`: a command exec'd from `exe`, a forked child of a tool that
+/// was given `exe` as an argument (before its exec) and the tool itself.
+pub fn processes_of(exe: &Path) -> Vec<(u32, String)> {
+    let wanted = exe.as_os_str().as_encoded_bytes();
+    all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            let cmdline = std::fs::read(proc.join("cmdline")).ok()?;
+            let by_exe = std::fs::read_link(proc.join("exe")).is_ok_and(|path| path == exe);
+            let by_arg = cmdline.split(|&b| b == 0).any(|arg| arg == wanted);
+            let zombie = std::fs::read_to_string(proc.join("stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+                .unwrap_or(true);
+            (!zombie && (by_exe || by_arg)).then(|| {
+                let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (pid, text.trim_end().to_string())
+            })
+        })
+        .collect()
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+pub fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Polls `check` every 20 ms until it returns `None` or `timeout` passes; returns the last
+/// `Some` (the failure to report) and how long it took.
+pub fn poll_until_none<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> (Option<T>, Duration) {
+    let start = Instant::now();
+    loop {
+        let last = check();
+        if last.is_none() || start.elapsed() > timeout {
+            return (last, start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A kind of BPF object the kernel numbers with ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BpfKind {
+    Prog,
+    Map,
+    Link,
+}
+
+impl BpfKind {
+    pub const ALL: [BpfKind; 3] = [BpfKind::Prog, BpfKind::Map, BpfKind::Link];
+
+    /// BPF_{PROG,MAP,LINK}_GET_NEXT_ID and BPF_{PROG,MAP,LINK}_GET_FD_BY_ID.
+    fn commands(self) -> (libc::c_long, libc::c_long) {
+        match self {
+            BpfKind::Prog => (11, 13),
+            BpfKind::Map => (12, 14),
+            BpfKind::Link => (31, 30),
+        }
+    }
+
+    /// The key of this kind's id in an fd's /proc fdinfo.
+    fn fdinfo_key(self) -> &'static str {
+        match self {
+            BpfKind::Prog => "prog_id:",
+            BpfKind::Map => "map_id:",
+            BpfKind::Link => "link_id:",
+        }
+    }
+}
+
+/// `union bpf_attr` as the id commands use it.
+#[repr(C)]
+struct BpfIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+struct BpfInfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, correctly laid out prefix of `union bpf_attr` for `cmd`;
+    // the kernel reads and writes at most size_of::<T>() bytes of it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Ids of every BPF object of `kind` in the system now (bpf(2) GET_NEXT_ID).
+pub fn bpf_ids(kind: BpfKind) -> std::collections::BTreeSet<u32> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut attr = BpfIdAttr {
+        id: 0,
+        next_id: 0,
+        open_flags: 0,
+    };
+    loop {
+        match bpf(kind.commands().0, &mut attr) {
+            Ok(_) => {
+                ids.insert(attr.next_id);
+                attr.id = attr.next_id;
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return ids,
+            Err(err) => panic!("bpf(GET_NEXT_ID, {kind:?}): {err}"),
+        }
+    }
+}
+
+/// The kernel's info record of one BPF object (prefix of bpf_{prog,map,link}_info), or
+/// `None` when it is gone. For a program, its map ids go to `map_ids`.
+fn bpf_info(kind: BpfKind, id: u32, map_ids: &mut Vec<u32>) -> Option<[u8; 128]> {
+    let mut by_id = BpfIdAttr {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let fd = bpf(kind.commands().1, &mut by_id).ok()? as i32;
+    // SAFETY: a fresh fd the kernel just gave us.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut info = [0u8; 128];
+    let mut maps = vec![0u32; 64];
+    if kind == BpfKind::Prog {
+        // nr_map_ids at 52, map_ids (a user pointer) at 56 in struct bpf_prog_info.
+        info[52..56].copy_from_slice(&(maps.len() as u32).to_ne_bytes());
+        info[56..64].copy_from_slice(&(maps.as_mut_ptr() as u64).to_ne_bytes());
+    }
+    let mut attr = BpfInfoAttr {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    bpf(15, &mut attr).ok()?;
+    if kind == BpfKind::Prog {
+        let count = u32::from_ne_bytes(info[52..56].try_into().unwrap()) as usize;
+        map_ids.extend(&maps[..count.min(maps.len())]);
+    }
+    Some(info)
+}
+
+/// A readable description of one BPF object: its name (program, map) or its program
+/// (link).
+pub fn bpf_describe(kind: BpfKind, id: u32) -> String {
+    let Some(info) = bpf_info(kind, id, &mut Vec::new()) else {
+        return format!("{kind:?} {id} (gone)");
+    };
+    let name = |range: std::ops::Range<usize>| {
+        let bytes = &info[range];
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    };
+    match kind {
+        // struct bpf_prog_info: name[16] at 64; bpf_map_info: name[16] at 24;
+        // bpf_link_info: type at 0, prog_id at 8.
+        BpfKind::Prog => format!("prog {id} {:?}", name(64..80)),
+        BpfKind::Map => format!("map {id} {:?}", name(24..40)),
+        BpfKind::Link => format!(
+            "link {id} (type {}, prog {})",
+            u32::from_ne_bytes(info[0..4].try_into().unwrap()),
+            u32::from_ne_bytes(info[8..12].try_into().unwrap())
+        ),
+    }
+}
+
+/// The BPF objects some live process holds: through one of its fds (a link fd also holds
+/// its program) or through a program it holds (the program's maps); each with a pid.
+pub fn bpf_held() -> std::collections::BTreeMap<(BpfKind, u32), u32> {
+    let mut held = std::collections::BTreeMap::new();
+    for pid in all_pids() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(Result::ok) {
+            let is_bpf = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("anon_inode:bpf"));
+            if !is_bpf {
+                continue;
+            }
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            let Ok(text) = std::fs::read_to_string(info) else {
+                continue;
+            };
+            for line in text.lines() {
+                for kind in BpfKind::ALL {
+                    if let Some(id) = line.strip_prefix(kind.fdinfo_key())
+                        && let Ok(id) = id.trim().parse()
+                    {
+                        held.insert((kind, id), pid);
+                    }
+                }
+            }
+        }
+    }
+    let progs: Vec<(u32, u32)> = held
+        .iter()
+        .filter(|((kind, _), _)| *kind == BpfKind::Prog)
+        .map(|(&(_, id), &pid)| (id, pid))
+        .collect();
+    for (prog, pid) in progs {
+        let mut maps = Vec::new();
+        bpf_info(BpfKind::Prog, prog, &mut maps);
+        for map in maps {
+            held.entry((BpfKind::Map, map)).or_insert(pid);
+        }
+    }
+    held
+}
+
+/// Every BPF object in the system now, by kind.
+pub type BpfSnapshot = std::collections::BTreeMap<BpfKind, std::collections::BTreeSet<u32>>;
+
+pub fn bpf_snapshot() -> BpfSnapshot {
+    BpfKind::ALL
+        .into_iter()
+        .map(|kind| (kind, bpf_ids(kind)))
+        .collect()
+}
+
+/// BPF objects that exist now, did not exist at `baseline` and that no live process holds:
+/// what a dead tracer left behind. Objects other live processes (other tools, other
+/// tests) hold are theirs, not leaks.
+pub fn bpf_leaked(baseline: &BpfSnapshot) -> Vec<(BpfKind, u32)> {
+    let now = bpf_snapshot();
+    let new: Vec<(BpfKind, u32)> = now
+        .iter()
+        .flat_map(|(&kind, ids)| ids.difference(&baseline[&kind]).map(move |&id| (kind, id)))
+        .collect();
+    if new.is_empty() {
+        return new;
+    }
+    let held = bpf_held();
+    new.into_iter()
+        .filter(|object| !held.contains_key(object))
+        .collect()
+}
+
+/// Bytes of `pid`'s executable mappings of `file` (`r-xp`, as /proc/PID/mem reads them)
+/// that differ from the file's own bytes at the same offsets: `(address, memory, file)`.
+/// A uprobe shows as 0xCC in memory. Fails if `file` has no executable mapping.
+pub fn text_differences(pid: u32, file: &Path) -> Vec<(u64, u8, u8)> {
+    use std::os::unix::fs::FileExt as _;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|err| panic!("/proc/{pid}/maps: {err}"));
+    let contents = std::fs::read(file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap_or_else(|err| panic!("/proc/{pid}/mem: {err}"));
+    let mut mappings = 0;
+    let mut differences = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 || fields[1] != "r-xp" || Path::new(fields[5]) != file {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').expect("maps range");
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let offset = u64::from_str_radix(fields[2], 16).unwrap() as usize;
+        let len = ((end - start) as usize).min(contents.len().saturating_sub(offset));
+        let mut in_memory = vec![0u8; len];
+        mem.read_exact_at(&mut in_memory, start)
+            .unwrap_or_else(|err| panic!("reading /proc/{pid}/mem at {start:#x}+{len:#x}: {err}"));
+        mappings += 1;
+        // Page by page (a slice compare is a memcmp even unoptimised), bytes where differing.
+        const PAGE: usize = 4096;
+        let on_disk = &contents[offset..offset + len];
+        for (page, (m, f)) in in_memory.chunks(PAGE).zip(on_disk.chunks(PAGE)).enumerate() {
+            if m != f {
+                differences.extend(
+                    m.iter()
+                        .zip(f)
+                        .enumerate()
+                        .filter(|(_, (m, f))| m != f)
+                        .map(|(i, (&m, &f))| (start + (page * PAGE + i) as u64, m, f)),
+                );
+            }
+        }
+    }
+    assert!(
+        mappings > 0,
+        "no r-xp mapping of {} in /proc/{pid}/maps:\n{maps}",
+        file.display()
+    );
+    differences
+}

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 mod end;
 mod stream;
 
-use stream::{finish, trace};
+use stream::{Signals, finish, trace};
 
 use crate::{
     cli::Cli,
@@ -88,9 +88,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     // Every output, and the metrics port, before a command is started: a bad path or a
     // busy port must not leave a command running untraced.
     let outputs = Outputs::open(&cli).await?;
-    let session = attach(&cli, prepared, &kernel)?;
-    let mut session = session;
-    let (end, tracing) = trace(&cli, &mut session, outputs).await?;
+    let signals = Signals::catch().context("catching SIGINT and SIGTERM")?;
+    let mut session = attach(&cli, prepared, &kernel)?;
+    let (end, tracing) = trace(&cli, &mut session, outputs, signals).await?;
     finish(&cli, session, end, tracing).await
 }
 

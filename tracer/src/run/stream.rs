@@ -6,7 +6,7 @@ use std::{io, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::{mpsc, watch},
 };
 use tracer_common::names;
@@ -24,6 +24,23 @@ use crate::{
 };
 
 /// The reader and the pipeline while records stream.
+/// SIGINT and SIGTERM, caught from before the probes are attached: one that arrives
+/// while attaching (or right after the "attached" line) ends tracing cleanly instead of
+/// killing goprobe with the default action or being lost.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    pub fn catch() -> io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 pub struct Tracing {
     rx: mpsc::Receiver<Vec<Record>>,
     stop: watch::Sender<bool>,
@@ -38,6 +55,7 @@ pub async fn trace(
     cli: &Cli,
     session: &mut Session,
     outputs: Outputs,
+    mut signals: Signals,
 ) -> anyhow::Result<(EndReason, Tracing)> {
     let rings = vec![
         session.tracer.take_ring(names::EVENTS)?,
@@ -61,8 +79,6 @@ pub async fn trace(
     // An exec is noticed within this time; signal events of the new program that arrive
     // meanwhile are still correlated.
     let mut exec_check = tokio::time::interval(Duration::from_millis(200));
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
@@ -116,8 +132,8 @@ pub async fn trace(
                     metrics.update(&pipeline.aggregator.snapshot(run, session.tracer.counters()?));
                 }
             }
-            _ = sigint.recv() => break EndReason::Interrupt,
-            _ = sigterm.recv() => break EndReason::Terminate,
+            _ = signals.interrupt.recv() => break EndReason::Interrupt,
+            _ = signals.terminate.recv() => break EndReason::Terminate,
         }
     };
     Ok((
