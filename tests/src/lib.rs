@@ -100,6 +100,19 @@ impl Traced {
         self.events.iter().filter(move |e| e["kind"] == kind)
     }
 
+    /// Events of `kind` inside the fixture's workload window (`start_ns..=end_ns` of its
+    /// result): before it, start-up may run long enough on a slow or loaded machine for
+    /// sysmon to preempt main itself (in flag parsing, encoding/json, ...).
+    pub fn in_window<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        let fixture = self.fixture();
+        let (start, end) = (u64_of(fixture, "start_ns"), u64_of(fixture, "end_ns"));
+        self.events_of(kind).filter(move |e| {
+            e["ts_ns"]
+                .as_u64()
+                .is_some_and(|ts| (start..=end).contains(&ts))
+        })
+    }
+
     pub fn count(&self, kind: &str) -> u64 {
         self.summary["events"][kind]
             .as_u64()

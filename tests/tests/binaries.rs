@@ -47,7 +47,7 @@ fn check(traced: &Traced, what: &str) {
     let workers = sorted(traced.worker_goids());
     let preempted = sorted(
         traced
-            .events_of("async_preempt")
+            .in_window("async_preempt")
             .map(|e| e["goid"].as_u64().expect("goid read"))
             .collect(),
     );

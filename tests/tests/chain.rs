@@ -111,7 +111,7 @@ fn spinner_async_preemptions_follow_sysmon_sigurg() {
         let mut worker_goids = traced.worker_goids();
         worker_goids.sort_unstable();
         let mut preempted: Vec<u64> = traced
-            .events_of("async_preempt")
+            .in_window("async_preempt")
             .map(|e| u64_of(e, "goid"))
             .collect();
         preempted.sort_unstable();

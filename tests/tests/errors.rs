@@ -251,7 +251,7 @@ fn newer_release_assumes_the_nearest_layout() {
         .map(|w| w["goid"].as_u64().unwrap())
         .collect();
     let preempted: Vec<u64> = traced
-        .events_of("async_preempt")
+        .in_window("async_preempt")
         .filter_map(|e| e["goid"].as_u64())
         .collect();
     assert!(!preempted.is_empty());

@@ -303,6 +303,8 @@ pub struct RunInfo {
     pub end_reason: String,
     /// Voluntary yields the kernel counted, when they were observed (`--yields`).
     pub voluntary_yields: Option<u64>,
+    /// The target's `/proc` facts at the end of tracing, if it was still running.
+    pub process: Option<crate::target::ProcessFacts>,
 }
 
 #[derive(Clone, Debug)]

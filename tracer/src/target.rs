@@ -552,3 +552,61 @@ mod tests {
         assert_eq!(ExitStatus::Signal(9).as_exit_code(), 137);
     }
 }
+
+/// What `/proc` says about a running target that decides whether it can be preempted
+/// asynchronously: read for `goprobe verify` before a started command is stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessFacts {
+    /// `GODEBUG` and `GOMAXPROCS` from its environment.
+    pub godebug: Option<String>,
+    pub gomaxprocs: Option<String>,
+    /// The `Seccomp:` mode (0 none, 1 strict, 2 filter).
+    pub seccomp: Option<u32>,
+    pub threads: u32,
+    /// SIGURG ignored (`SigIgn`) or caught (`SigCgt`): process-wide.
+    pub sigurg_ignored: bool,
+    pub sigurg_caught: bool,
+    /// Threads with SIGURG in their `SigBlk` mask.
+    pub sigurg_blocked_threads: u32,
+}
+
+impl ProcessFacts {
+    /// `None` when the process is gone.
+    pub fn read(pid: u32) -> Option<ProcessFacts> {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let status = fs::read_to_string(dir.join("status")).ok()?;
+        let environ = fs::read(dir.join("environ")).unwrap_or_default();
+        let field = |status: &str, name: &str| -> Option<String> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|value| value.trim().to_string())
+        };
+        let has_sigurg = |mask: Option<String>| {
+            mask.and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGURG - 1)) != 0)
+        };
+        let mut facts = ProcessFacts {
+            godebug: env_value(&environ, b"GODEBUG"),
+            gomaxprocs: env_value(&environ, b"GOMAXPROCS"),
+            seccomp: field(&status, "Seccomp").and_then(|mode| mode.parse().ok()),
+            sigurg_ignored: has_sigurg(field(&status, "SigIgn")),
+            sigurg_caught: has_sigurg(field(&status, "SigCgt")),
+            ..ProcessFacts::default()
+        };
+        for task in fs::read_dir(dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            facts.threads += 1;
+            if has_sigurg(field(&status, "SigBlk")) {
+                facts.sigurg_blocked_threads += 1;
+            }
+        }
+        Some(facts)
+    }
+}

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 mod end;
 mod stream;
 
+pub use stream::Finished;
 use stream::{Signals, finish, trace};
 
 use crate::{
@@ -53,6 +54,11 @@ struct Prepared {
 
 /// Runs goprobe; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    Ok(session(cli).await?.code)
+}
+
+/// One whole session, as [`run`], also returning what it observed.
+pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
     let kernel = if cli.list_probes {
         None
     } else {
@@ -76,7 +82,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         ) {
             // `goprobe --list-probes | head` closing the pipe is not an error.
             Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
-            _ => Ok(0),
+            _ => Ok(Finished {
+                code: 0,
+                summary: None,
+            }),
         };
     };
     for warning in probes::plan_warnings(&prepared.plan) {

@@ -20,7 +20,7 @@ use crate::{
     output::{self, Outputs},
     pipeline::Pipeline,
     ringbuf::{self, Record, monotonic_ns},
-    summary::RunInfo,
+    summary::{RunInfo, Summary},
 };
 
 /// The reader and the pipeline while records stream.
@@ -155,7 +155,7 @@ pub async fn finish(
     session: Session,
     end: EndReason,
     tracing: Tracing,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Finished> {
     let Session {
         tracer,
         target,
@@ -173,6 +173,8 @@ pub async fn finish(
         mut pipeline,
         metrics,
     } = tracing;
+    // Before the command is stopped: what /proc says of it, for `goprobe verify`.
+    let process = crate::target::ProcessFacts::read(target.pid.get());
     // Detach first, then read the kernel's counters: every record they count as
     // submitted is then already in a ring, which the reader drains last.
     let yields = cli.wants_yields().then(|| tracer.yields(target.pid.get()));
@@ -220,22 +222,34 @@ pub async fn finish(
         probes,
         end_reason: end.describe(),
         voluntary_yields: yields,
+        process,
     };
     let summary = match pipeline.finish(run, kernel) {
         Ok(summary) => Some(summary),
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => None,
         Err(err) => return Err(err.into()),
     };
-    if let Some(summary) = summary
+    if let Some(summary) = &summary
         && summary.lost_total() > 0
     {
         crate::diag!(
             "goprobe: warning: {}",
-            output::loss_advice(&summary, cli.ringbuf_kib)
+            output::loss_advice(summary, cli.ringbuf_kib)
         );
     }
-    Ok(match status {
-        Some(status) if target.is_child => status.as_exit_code(),
-        _ => 0,
+    Ok(Finished {
+        code: match status {
+            Some(status) if target.is_child => status.as_exit_code(),
+            _ => 0,
+        },
+        summary,
     })
+}
+
+/// How a session ended.
+pub struct Finished {
+    /// goprobe's exit code: 0, or the status of the command it started.
+    pub code: i32,
+    /// The summary, unless the output closed before it was written.
+    pub summary: Option<Summary>,
 }
