@@ -23,7 +23,9 @@ use clap::{ArgGroup, Parser, ValueEnum};
         (--duration, SIGINT, SIGTERM, an output error) it sends the command SIGINT (for\n\
         SIGINT) or SIGTERM, waits up to 5 s, then kills it; if goprobe dies the kernel sends\n\
         the command SIGTERM.\n\n\
-        Exit status: 0 ok (with `-- CMD`: the command's own status), 1 runtime error, 2 usage error."
+        Exit status: 0 ok (with `-- CMD`: the command's own status), 1 runtime error, 2 usage error.\n\n\
+        `goprobe verify [--pid PID | -- CMD]` gives a PASS/WARN/FAIL verdict on async\n\
+        preemption in a process, or on this host (see `goprobe verify --help`)."
 )]
 #[command(group(ArgGroup::new("target").required(true).args(["pid", "command"])))]
 pub struct Cli {

@@ -35,3 +35,4 @@ pub mod run;
 pub mod summary;
 pub mod symbolize;
 pub mod target;
+pub mod verify;

@@ -27,6 +27,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let toolchain: &go::Toolchain = &setup.go[0];
     build_goprobe()?;
     let dir = fixtures::build(toolchain, Variant::Default)?;
+    fixtures::ship_workload(toolchain, &util::workspace_root().join("target/release"))?;
     let goprobe = util::workspace_root().join("target/release/goprobe");
     let mut cmd = privileged(&goprobe);
     cmd.args(&args.goprobe_args).arg("--").arg(dir.join("demo"));

@@ -1,7 +1,9 @@
 //! Builds the Go fixtures (tests/fixtures) per Go release and build variant into
 //! `target/fixtures/<release>/<variant>/<name>`. Never committed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use clap::{Args, ValueEnum};
 
@@ -118,4 +120,14 @@ pub fn build(toolchain: &go::Toolchain, variant: Variant) -> anyhow::Result<Path
         .args(&packages);
     util::run(&mut cmd)?;
     Ok(out)
+}
+
+/// Ships the newest release's spinner beside a goprobe build as `goprobe-workload`: what
+/// `goprobe verify` with no target runs to prove preemption end to end on the host.
+pub fn ship_workload(toolchain: &go::Toolchain, profile_dir: &Path) -> anyhow::Result<()> {
+    let from = output_dir(&toolchain.version, Variant::Default).join("spinner");
+    let to = profile_dir.join("goprobe-workload");
+    std::fs::copy(&from, &to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
 }

@@ -89,6 +89,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             fixtures::build(toolchain, variant)?;
         }
     }
+    let newest_built = setup
+        .go
+        .iter()
+        .find(|t| t.version == go::NEWEST)
+        .unwrap_or(&setup.go[setup.go.len() - 1]);
+    fixtures::ship_workload(newest_built, &root.join("target/debug"))?;
 
     // The committed struct-offset table must equal the DWARF of the releases under test.
     offsets::generate(&setup.go, true)?;

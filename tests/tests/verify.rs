@@ -1,0 +1,158 @@
+//! `goprobe verify`: the verdict, its exit code and the named cause for a healthy
+//! process, async preemption configured off, tgkill denied by seccomp, an idle process,
+//! bad targets, and this host.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use goprobe_integration::{Env, Spawned, env, goprobe_fails};
+use serde_json::Value;
+
+/// `goprobe verify --json ARGS`: (exit code, the report).
+fn verify(env: &Env, args: &[&str], fixture_env: &[(&str, &str)]) -> (i32, Value) {
+    let output = Command::new(&env.goprobe)
+        .args(["verify", "--json"])
+        .args(args)
+        .envs(fixture_env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("goprobe starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let code = output.status.code().expect("goprobe exits");
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("not one JSON object ({err}): {stdout}\n{stderr}"));
+    (code, report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {report}"))
+}
+
+const SPIN: [&str; 6] = ["-workers", "2", "-procs", "1", "-duration", "60s"];
+
+#[test]
+fn healthy_process_passes() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let mut args = vec!["-d", "2", "--", fixture.to_str().unwrap()];
+    args.extend(SPIN);
+    let (code, report) = verify(&env, &args, &[]);
+    assert_eq!(report["verdict"], "pass", "{report}");
+    assert_eq!(code, 0, "{report}");
+    let preemption = check(&report, "preemption");
+    assert_eq!(preemption["status"], "pass", "{report}");
+    assert!(
+        preemption["found"].as_str().unwrap().contains("main.spin"),
+        "names where: {preemption}"
+    );
+}
+
+#[test]
+fn asyncpreemptoff_fails_naming_it() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let mut args = vec!["-d", "2", "--", fixture.to_str().unwrap()];
+    args.extend(SPIN);
+    let (code, report) = verify(&env, &args, &[("GODEBUG", "asyncpreemptoff=1")]);
+    assert_eq!(report["verdict"], "fail", "{report}");
+    assert_eq!(report["cause"], "asyncpreemptoff", "{report}");
+    assert_eq!(code, 4, "{report}");
+}
+
+/// A seccomp filter that fails tgkill with EPERM (tests/src/bin/deny-tgkill.rs): the
+/// Go program silently never preempts; verify names tgkill and seccomp.
+#[test]
+fn tgkill_denied_by_seccomp_fails_naming_it() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let mut target = Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_deny-tgkill"))
+            .arg(&fixture)
+            .args(SPIN),
+    );
+    // Once the helper has exec'd the fixture (same pid), its spinners start.
+    let pid = target.child.id().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .as_deref()
+        != Some(&fixture)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never exec'd"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, report) = verify(&env, &["-d", "2", "--pid", &pid], &[]);
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+    assert_eq!(report["verdict"], "fail", "{report}");
+    assert_eq!(report["cause"], "tgkill", "{report}");
+    assert!(
+        check(&report, "tgkill")["found"]
+            .as_str()
+            .unwrap()
+            .contains("seccomp"),
+        "{report}"
+    );
+    assert_eq!(code, 4, "{report}");
+}
+
+/// Nothing runs: nothing to preempt is a WARN, not a PASS.
+#[test]
+fn idle_process_warns() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    // Waits for SIGUSR1 before any goroutine spins.
+    let mut target = Spawned::start(
+        Command::new(&fixture)
+            .args(SPIN)
+            .env("GOPROBE_FIXTURE_TRIGGER", "signal"),
+    );
+    target.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\""));
+    let pid = target.child.id().to_string();
+    let (code, report) = verify(&env, &["-d", "2", "--pid", &pid], &[]);
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+    assert_eq!(report["verdict"], "warn", "{report}");
+    assert_eq!(report["cause"], "requests", "{report}");
+    assert_eq!(code, 3, "{report}");
+}
+
+#[test]
+fn bad_targets_are_clear_errors() {
+    let env = env();
+    let (code, stderr) = goprobe_fails(&env, &["verify", "--", "/bin/sh", "-c", "sleep 5"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a Go program"), "{stderr}");
+    let (code, stderr) = goprobe_fails(&env, &["verify", "--pid", "4194305"], None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no process with pid"), "{stderr}");
+    let (code, stderr) = goprobe_fails(&env, &["verify", "--bogus"], None);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// This host, with the workload xtask ships beside goprobe: PASS, proved end to end.
+#[test]
+fn host_check_passes_here() {
+    let env = env();
+    let (code, report) = verify(&env, &[], &[]);
+    assert_eq!(report["subject"], "host");
+    assert_eq!(report["verdict"], "pass", "{report}");
+    assert_eq!(code, 0, "{report}");
+    for name in ["kernel", "privileges", "uprobes", "tracefs", "btf", "bpf"] {
+        assert_eq!(check(&report, name)["status"], "pass", "{name}: {report}");
+    }
+    let e2e = check(&report, "end to end");
+    assert_eq!(e2e["status"], "pass", "{report}");
+    assert!(e2e["found"].as_str().unwrap().contains("async "), "{e2e}");
+}
