@@ -23,7 +23,7 @@ const MAX_FUNCTIONS: usize = 256;
 const MAX_SYMBOLIZED: usize = 32;
 
 fuzz_target!(|data: &[u8]| {
-    // The DWARF reader takes the raw bytes; it has its own ELF parser (object + gimli).
+    // The DWARF reader on the raw bytes (the same ELF reader, then gimli).
     let _ = offsets::from_dwarf(data);
     let _ = offsets::from_dwarf_partial(data);
 

@@ -162,7 +162,7 @@ fn locate(elf: &Elf, img: &Image) -> Option<u64> {
             .file_range(img.len())
             .and_then(|r| img.get(r.start, MAGIC.len()));
         if head == Some(&MAGIC[..]) {
-            return Some(sec.addr);
+            return Some(sec.addr());
         }
     }
     let finder = memchr::memmem::Finder::new(MAGIC);

@@ -1,34 +1,29 @@
 //! The ELF container of a Go program, reduced to plain values.
 //!
-//! Parsed by hand from an [`Image`] (64-bit little-endian only) so that nothing
-//! needs the whole file in one slice: the header, program and section headers
-//! and section names are read piecewise. Damaged section headers are treated as
-//! absent rather than fatal: a stripped or hand-edited binary still has program
-//! headers, and those are all that address translation needs.
+//! Read with `object`'s raw ELF types straight from the lazy [`Image`] (64-bit
+//! little-endian only), so that nothing needs the whole file in one slice: the
+//! header, program and section headers, section names and symbols are each a
+//! small read. Damaged section headers are treated as absent rather than fatal:
+//! a stripped or hand-edited binary still has program headers, and those are all
+//! that address translation needs.
 
-use std::ops::Range;
+use std::{mem::size_of, ops::Range};
+
+use object::{
+    Endianness, ReadRef as _, StringTable,
+    elf::{self, FileHeader64, ProgramHeader64, SectionHeader64, Sym64},
+    read::elf::{FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _},
+};
 
 use super::image::Image;
 
+/// The byte order of every file we read (big-endian ELF is refused).
+pub(crate) const LE: Endianness = Endianness::Little;
+/// `e_ident` indices of the class and the byte order (`elf::Ident` is not `Pod`).
 const EI_CLASS: usize = 4;
 const EI_DATA: usize = 5;
-const ELFCLASS32: u8 = 1;
-const ELFCLASS64: u8 = 2;
-const ELFDATA2LSB: u8 = 1;
-const PT_LOAD: u32 = 1;
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
-const SHT_SYMTAB: u32 = 2;
-const SHT_NOBITS: u32 = 8;
-const STT_FUNC: u8 = 2;
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: usize = 56;
-const SHDR_SIZE: usize = 64;
-const SYM_SIZE: usize = 24;
 /// Longest section name we keep; real ones are short, hostile ones are not.
 const MAX_SECTION_NAME: usize = 256;
-/// Longest symbol name we read; Go generic instantiations can be long.
-const MAX_SYMBOL_NAME: usize = super::image::WINDOW;
 
 /// A `PT_LOAD` program header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +37,11 @@ pub(crate) struct Segment {
 
 impl Segment {
     pub(crate) fn is_exec(&self) -> bool {
-        self.flags & PF_X != 0
+        self.flags & elf::PF_X != 0
     }
 
     pub(crate) fn is_write(&self) -> bool {
-        self.flags & PF_W != 0
+        self.flags & elf::PF_W != 0
     }
 
     /// The part of the segment that is backed by file bytes, as file offsets.
@@ -56,23 +51,21 @@ impl Segment {
 }
 
 /// A section header with its name resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Section {
     pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
-    pub addr: u64,
-    pub offset: u64,
-    pub size: u64,
+    pub header: SectionHeader64<Endianness>,
 }
 
 impl Section {
+    pub(crate) fn addr(&self) -> u64 {
+        self.header.sh_addr(LE)
+    }
+
     /// File bytes of the section, if it has any and they lie inside the file.
     pub(crate) fn file_range(&self, file_len: usize) -> Option<Range<usize>> {
-        if self.sh_type == SHT_NOBITS {
-            return None;
-        }
-        file_range(self.offset, self.size, file_len)
+        let (offset, size) = self.header.file_range(LE)?;
+        file_range(offset, size, file_len)
     }
 }
 
@@ -100,7 +93,7 @@ pub(crate) struct Sym<'a> {
 
 impl Sym<'_> {
     pub(crate) fn is_func(&self) -> bool {
-        self.kind == STT_FUNC
+        self.kind == elf::STT_FUNC
     }
 }
 
@@ -121,78 +114,46 @@ pub(crate) struct Elf {
     pub symtab: Option<SymtabRef>,
 }
 
-fn u16_le(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_le(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_le(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
-}
-
 impl Elf {
     pub(crate) fn parse(img: &Image) -> Result<Elf, ElfProblem> {
-        let Some(ident) = img.get(0, 16).filter(|b| b.starts_with(b"\x7fELF")) else {
+        let Some(ident) = img.get(0, 16).filter(|b| b.starts_with(&elf::ELFMAG)) else {
             return Err(ElfProblem::NotElf);
         };
         match ident[EI_CLASS] {
-            ELFCLASS64 => {}
-            ELFCLASS32 => return Err(ElfProblem::Unsupported("32-bit ELF")),
+            elf::ELFCLASS64 => {}
+            elf::ELFCLASS32 => return Err(ElfProblem::Unsupported("32-bit ELF")),
             _ => return Err(ElfProblem::Unsupported("unknown ELF class")),
         }
-        if ident[EI_DATA] != ELFDATA2LSB {
+        if ident[EI_DATA] != elf::ELFDATA2LSB {
             return Err(ElfProblem::Unsupported("big-endian ELF"));
         }
-        // Every index below is within the fixed-size header slices we got.
-        let eh = img
-            .get(0, EHDR_SIZE)
-            .ok_or(ElfProblem::Unsupported("truncated ELF header"))?;
-        let e_type = u16_le(eh, 16);
-        let machine = u16_le(eh, 18);
-        let phoff = u64_le(eh, 32);
-        let shoff = u64_le(eh, 40);
-        let phentsize = usize::from(u16_le(eh, 54));
-        let phnum = usize::from(u16_le(eh, 56));
-        let shentsize = usize::from(u16_le(eh, 58));
-        let shnum = usize::from(u16_le(eh, 60));
-        let shstrndx = usize::from(u16_le(eh, 62));
-        if phnum > 0 && phentsize != PHDR_SIZE {
+        let header: &FileHeader64<Endianness> = img
+            .read_at(0)
+            .map_err(|()| ElfProblem::Unsupported("truncated ELF header"))?;
+        if header.e_phnum(LE) > 0
+            && usize::from(header.e_phentsize(LE)) != size_of::<ProgramHeader64<Endianness>>()
+        {
             return Err(ElfProblem::Unsupported("unexpected program header size"));
         }
-        let phoff =
-            usize::try_from(phoff).map_err(|_| ElfProblem::Unsupported("program header offset"))?;
-        let mut segments = Vec::new();
-        for i in 0..phnum {
-            let ph = phoff
-                .checked_add(i * PHDR_SIZE)
-                .and_then(|o| img.get(o, PHDR_SIZE))
-                .ok_or(ElfProblem::Unsupported("truncated program headers"))?;
-            if u32_le(ph, 0) != PT_LOAD {
-                continue;
-            }
-            segments.push(Segment {
-                flags: u32_le(ph, 4),
-                offset: u64_le(ph, 8),
-                vaddr: u64_le(ph, 16),
-                filesz: u64_le(ph, 32),
-                memsz: u64_le(ph, 40),
-            });
-        }
+        let segments = header
+            .program_headers(LE, img)
+            .map_err(|_| ElfProblem::Unsupported("truncated program headers"))?
+            .iter()
+            .filter(|ph| ph.p_type(LE) == elf::PT_LOAD)
+            .map(|ph| Segment {
+                flags: ph.p_flags(LE),
+                offset: ph.p_offset(LE),
+                vaddr: ph.p_vaddr(LE),
+                filesz: ph.p_filesz(LE),
+                memsz: ph.p_memsz(LE),
+            })
+            .collect();
         // Section headers are optional for loading, so damage there only costs
         // us the fast paths (section lookup by name, .symtab).
-        let (sections, symtab) = if shentsize == SHDR_SIZE {
-            parse_sections(img, shoff, shnum, shstrndx).unwrap_or_default()
-        } else {
-            Default::default()
-        };
+        let (sections, symtab) = parse_sections(header, img).unwrap_or_default();
         Ok(Elf {
-            e_type,
-            machine,
+            e_type: header.e_type(LE),
+            machine: header.e_machine(LE),
             segments,
             sections,
             symtab,
@@ -266,24 +227,22 @@ impl Elf {
         self.segments.iter().map(|s| s.vaddr).min().unwrap_or(0)
     }
 
-    /// Iterate `.symtab`. Entries whose name is out of bounds are skipped.
+    /// Iterate `.symtab`, one entry read at a time. Entries whose name is out of
+    /// bounds (or longer than [`super::image::WINDOW`]) are skipped.
     pub(crate) fn symbols<'a>(&'a self, img: &'a Image) -> impl Iterator<Item = Sym<'a>> + 'a {
         let (syms, strs) = match &self.symtab {
             Some(t) => (t.syms.clone(), t.strs.clone()),
             None => (0..0, 0..0),
         };
-        let count = (syms.end - syms.start) / SYM_SIZE;
-        (0..count).filter_map(move |i| {
-            let raw = img.get(syms.start + i * SYM_SIZE, SYM_SIZE)?;
-            let name_off = usize::try_from(u32_le(raw, 0)).ok()?;
-            let name_at = strs.start.checked_add(name_off)?;
-            let window = img.window(name_at, strs.end, MAX_SYMBOL_NAME)?;
-            let len = memchr::memchr(0, window)?;
+        let strings = StringTable::new(img, strs.start as u64, strs.end as u64);
+        let size = size_of::<Sym64<Endianness>>();
+        (0..syms.len() / size).filter_map(move |i| {
+            let sym: &Sym64<Endianness> = img.read_at((syms.start + i * size) as u64).ok()?;
             Some(Sym {
-                name: &window[..len],
-                value: u64_le(raw, 8),
-                size: u64_le(raw, 16),
-                kind: raw[4] & 0xf,
+                name: sym.name(LE, strings).ok()?,
+                value: sym.st_value(LE),
+                size: sym.st_size(LE),
+                kind: sym.st_type(),
             })
         })
     }
@@ -298,74 +257,40 @@ impl Elf {
 
 type SectionsAndSymtab = (Vec<Section>, Option<SymtabRef>);
 
-struct RawSection {
-    name_off: u32,
-    sh_type: u32,
-    flags: u64,
-    addr: u64,
-    offset: u64,
-    size: u64,
-    link: u32,
-}
-
-fn parse_sections(
-    img: &Image,
-    shoff: u64,
-    shnum: usize,
-    shstrndx: usize,
-) -> Option<SectionsAndSymtab> {
-    if shoff == 0 || shnum == 0 {
-        return None;
-    }
-    let shoff = usize::try_from(shoff).ok()?;
-    let mut raw = Vec::new();
-    for i in 0..shnum {
-        let sh = img.get(shoff.checked_add(i * SHDR_SIZE)?, SHDR_SIZE)?;
-        raw.push(RawSection {
-            name_off: u32_le(sh, 0),
-            sh_type: u32_le(sh, 4),
-            flags: u64_le(sh, 8),
-            addr: u64_le(sh, 16),
-            offset: u64_le(sh, 24),
-            size: u64_le(sh, 32),
-            link: u32_le(sh, 40),
-        });
-    }
-    let names = raw.get(shstrndx)?;
-    let names = file_range(names.offset, names.size, img.len())?;
-    let sections = raw
+fn parse_sections(header: &FileHeader64<Endianness>, img: &Image) -> Option<SectionsAndSymtab> {
+    let table = header.sections(LE, img).ok()?;
+    let sections = table
         .iter()
-        .map(|r| {
-            let name = names
-                .start
-                .checked_add(r.name_off as usize)
-                .filter(|&at| at < names.end)
-                .and_then(|at| img.window(at, names.end, MAX_SECTION_NAME))
-                .and_then(|w| Some(&w[..memchr::memchr(0, w)?]))
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default();
-            Section {
-                name,
-                sh_type: r.sh_type,
-                flags: r.flags,
-                addr: r.addr,
-                offset: r.offset,
-                size: r.size,
-            }
+        .map(|sh| Section {
+            name: table
+                .section_name(LE, sh)
+                .ok()
+                .filter(|name| name.len() < MAX_SECTION_NAME)
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .unwrap_or_default(),
+            header: *sh,
         })
         .collect();
-    let symtab = raw.iter().find(|r| r.sh_type == SHT_SYMTAB).and_then(|r| {
-        let strtab = raw.get(r.link as usize)?;
-        Some(SymtabRef {
-            syms: file_range(r.offset, r.size, img.len())?,
-            strs: file_range(strtab.offset, strtab.size, img.len())?,
-        })
-    });
+    let symtab = table
+        .iter()
+        .find(|sh| sh.sh_type(LE) == elf::SHT_SYMTAB)
+        .and_then(|sh| {
+            let strtab = table.iter().nth(usize::try_from(sh.sh_link(LE)).ok()?)?;
+            let range = |sh: &SectionHeader64<Endianness>| {
+                file_range(sh.sh_offset(LE), sh.sh_size(LE), img.len())
+            };
+            Some(SymtabRef {
+                syms: range(sh)?,
+                strs: range(strtab)?,
+            })
+        });
     Some((sections, symtab))
 }
 
 #[cfg(test)]
 mod tests {
+    use object::elf::{ELFCLASS32, ELFCLASS64, ELFDATA2LSB};
+
     use super::*;
 
     fn parse(b: &[u8]) -> Result<Elf, ElfProblem> {

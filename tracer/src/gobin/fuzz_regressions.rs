@@ -4,59 +4,32 @@
 //! Each finding is rebuilt here from a few lines of code rather than stored as a blob, so
 //! the test says what the input is. `fuzz/README.md` tells how the inputs were found.
 
-use super::{GoBinary, offsets};
+use object::{
+    Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind, U32, U64, bytes_of,
+    elf::{CompressionHeader64, ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD, SHF_COMPRESSED},
+    write,
+};
 
-const SHT_PROGBITS: u32 = 1;
-const SHT_STRTAB: u32 = 3;
-const SHF_COMPRESSED: u64 = 0x800;
-const ELFCOMPRESS_ZLIB: u32 = 1;
-const ELFCOMPRESS_ZSTD: u32 = 2;
+use super::{GoBinary, offsets};
 
 /// A minimal ELF64 file whose only content is a `SHF_COMPRESSED` `.debug_info` section
 /// with compression header `(ch_type, ch_size)` and `payload` as the compressed bytes.
 fn elf_with_compressed_debug_info(ch_type: u32, ch_size: u64, payload: &[u8]) -> Vec<u8> {
-    let shstrtab = b"\0.debug_info\0.shstrtab\0";
-    let mut f = vec![0u8; 64];
-    let info_off = f.len();
-    f.extend_from_slice(&ch_type.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes()); // ch_reserved
-    f.extend_from_slice(&ch_size.to_le_bytes());
-    f.extend_from_slice(&1u64.to_le_bytes()); // ch_addralign
-    f.extend_from_slice(payload);
-    let info_len = f.len() - info_off;
-    let str_off = f.len();
-    f.extend_from_slice(shstrtab);
-    while !f.len().is_multiple_of(8) {
-        f.push(0);
-    }
-    let shoff = f.len();
-    let section = |f: &mut Vec<u8>, name: u32, ty: u32, flags: u64, off: usize, size: usize| {
-        f.extend_from_slice(&name.to_le_bytes());
-        f.extend_from_slice(&ty.to_le_bytes());
-        f.extend_from_slice(&flags.to_le_bytes());
-        f.extend_from_slice(&0u64.to_le_bytes()); // sh_addr
-        f.extend_from_slice(&(off as u64).to_le_bytes());
-        f.extend_from_slice(&(size as u64).to_le_bytes());
-        f.extend_from_slice(&[0u8; 8]); // sh_link, sh_info
-        f.extend_from_slice(&1u64.to_le_bytes()); // sh_addralign
-        f.extend_from_slice(&0u64.to_le_bytes()); // sh_entsize
+    const LE: Endianness = Endianness::Little;
+    let header = CompressionHeader64 {
+        ch_type: U32::new(LE, ch_type),
+        ch_reserved: U32::new(LE, 0),
+        ch_size: U64::new(LE, ch_size),
+        ch_addralign: U64::new(LE, 1),
     };
-    f.extend_from_slice(&[0u8; 64]);
-    section(&mut f, 1, SHT_PROGBITS, SHF_COMPRESSED, info_off, info_len);
-    section(&mut f, 13, SHT_STRTAB, 0, str_off, shstrtab.len());
-    f[..4].copy_from_slice(b"\x7fELF");
-    f[4] = 2; // ELFCLASS64
-    f[5] = 1; // little endian
-    f[6] = 1; // EV_CURRENT
-    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    f[20..24].copy_from_slice(&1u32.to_le_bytes());
-    f[40..48].copy_from_slice(&(shoff as u64).to_le_bytes());
-    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    f[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    f[60..62].copy_from_slice(&3u16.to_le_bytes()); // e_shnum
-    f[62..64].copy_from_slice(&2u16.to_le_bytes()); // e_shstrndx
-    f
+    let mut elf = write::Object::new(BinaryFormat::Elf, Architecture::X86_64, LE);
+    let info = elf.add_section(Vec::new(), b".debug_info".to_vec(), SectionKind::Debug);
+    let section = elf.section_mut(info);
+    section.set_data([bytes_of(&header), payload].concat(), 1);
+    section.flags = SectionFlags::Elf {
+        sh_flags: u64::from(SHF_COMPRESSED),
+    };
+    elf.write().expect("an ELF file")
 }
 
 /// Fuzzer finding (`oom-d0afa782…`, a mutated seed whose `.debug_info` compression

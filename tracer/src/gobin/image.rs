@@ -176,6 +176,31 @@ impl Image {
     }
 }
 
+/// `object`'s ELF parsers read headers, section names and symbols straight from
+/// the image. A read longer than [`WINDOW`] across a chunk boundary loads the
+/// whole file (see [`Image::get`]), so only small structures are read this way;
+/// section contents go through [`Image::read_vec`]. Delimited reads (names) stop
+/// after [`WINDOW`] bytes.
+impl<'a> object::ReadRef<'a> for &'a Image {
+    fn len(self) -> Result<u64, ()> {
+        Ok(self.len as u64)
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        let offset = usize::try_from(offset).map_err(drop)?;
+        self.get(offset, usize::try_from(size).map_err(drop)?)
+            .ok_or(())
+    }
+
+    fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
+        let start = usize::try_from(range.start).map_err(drop)?;
+        let limit = usize::try_from(range.end).unwrap_or(usize::MAX);
+        let window = self.window(start, limit, WINDOW).ok_or(())?;
+        let len = memchr::memchr(delimiter, window).ok_or(())?;
+        Ok(&window[..len])
+    }
+}
+
 /// Iterator returned by [`Image::pieces`].
 pub(crate) struct Pieces<'a> {
     img: &'a Image,

@@ -338,9 +338,9 @@ impl GoBinary {
         self.elf.machine
     }
 
-    /// The whole file, for a DWARF reader. A binary opened with [`Self::open`] is
-    /// read lazily, so the first call reads the whole file; if that read fails
-    /// (the file shrank since `open`), the slice is empty.
+    /// The whole file, for tests and fuzzing (the DWARF reader reads single sections).
+    /// A binary opened with [`Self::open`] is read lazily, so the first call reads the
+    /// whole file; if that read fails (the file shrank since `open`), the slice is empty.
     pub fn bytes(&self) -> &[u8] {
         self.img.full().unwrap_or_default()
     }
@@ -370,17 +370,6 @@ impl GoBinary {
     /// Lowest `PT_LOAD` `p_vaddr`, for computing a PIE load bias from `/proc/PID/maps`.
     pub fn first_load_vaddr(&self) -> u64 {
         self.elf.lowest_load_vaddr()
-    }
-
-    /// The file bytes of section `name` (as stored: compressed if it is) and whether it
-    /// has `SHF_COMPRESSED`. Reads only that section, not the whole file; `None` if there
-    /// is no such section or it lies outside the file.
-    pub fn section_bytes(&self, name: &str) -> Option<(Vec<u8>, bool)> {
-        const SHF_COMPRESSED: u64 = 0x800;
-        let section = self.elf.section(name)?;
-        let range = section.file_range(self.img.len())?;
-        let bytes = self.img.read_vec(range.start, range.len())?;
-        Some((bytes, section.flags & SHF_COMPRESSED != 0))
     }
 
     /// `(p_vaddr, p_offset)` of every `PT_LOAD` segment, for mapping `/proc/PID/maps`
@@ -752,7 +741,7 @@ impl GoBinary {
         let section = || {
             self.elf
                 .section(".text")
-                .map(|s| (s.addr, TextStartSource::TextSection))
+                .map(|s| (s.addr(), TextStartSource::TextSection))
         };
         let candidates: [&dyn Fn() -> Option<(u64, TextStartSource)>; 4] =
             [&symtab, &md, &header, &section];
@@ -805,7 +794,7 @@ fn locate_pclntab(elf: &Elf, img: &Image, object: &str) -> Result<(Pclntab, bool
                 object: object.to_owned(),
                 what: ".gopclntab section",
             })?;
-        return Pclntab::parse(img, range.start, range.end, sec.addr)
+        return Pclntab::parse(img, range.start, range.end, sec.addr())
             .and_then(|p| sane(img, p))
             .map(|p| (p, true))
             .map_err(problem);

@@ -31,8 +31,18 @@ use gimli::{
     Abbreviations, AttributeValue, DebugInfoOffset, DwAt, EndianSlice, Operation, Reader,
     RunTimeEndian, SectionId, UnitHeader, UnitSectionOffset,
 };
-use object::{Object, ObjectSection};
+use object::{
+    BigEndian, CompressedData, CompressionFormat, ReadRef as _, U64,
+    elf::{ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD},
+    read::elf::{CompressionHeader as _, SectionHeader as _},
+};
 use tracer_common::{FIELD_COUNT, Field, OFFSET_UNKNOWN};
+
+use super::{
+    GoBinary,
+    elf::{Elf, ElfProblem, LE},
+    image::Image,
+};
 
 /// The value of an offset that is not known.
 pub const UNKNOWN: u32 = OFFSET_UNKNOWN;
@@ -109,8 +119,8 @@ impl fmt::Display for OffsetsSource {
 /// Errors while reading offsets.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
-    #[error("not a readable ELF file: {0}")]
-    Elf(#[from] object::Error),
+    #[error("not a readable ELF file: {reason}")]
+    Elf { reason: &'static str },
     #[error(
         "binary has no DWARF (.debug_info missing; was it built with -ldflags=-w or stripped?)"
     )]
@@ -455,10 +465,35 @@ fn extract(
     elf_bytes: &[u8],
     on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
 ) -> Result<RuntimeOffsets, OffsetsError> {
+    let img = Image::from_vec(elf_bytes.to_vec());
+    let elf = Elf::parse(&img).map_err(|problem| OffsetsError::Elf {
+        reason: match problem {
+            ElfProblem::NotElf => "no ELF header",
+            ElfProblem::Unsupported(reason) => reason,
+        },
+    })?;
+    dwarf_offsets(&elf, &img, on_missing)
+}
+
+/// The DWARF reader behind every entry point: reads only the few DWARF sections the
+/// types need, not the whole file (a big unstripped binary is mostly DWARF and code
+/// goprobe never looks at).
+fn dwarf_offsets(
+    elf: &Elf,
+    img: &Image,
+    on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
+) -> Result<RuntimeOffsets, OffsetsError> {
+    let has_info = [".debug_info", ".zdebug_info"].iter().any(|name| {
+        elf.section(name)
+            .and_then(|section| section.file_range(img.len()))
+            .is_some_and(|range| !range.is_empty())
+    });
+    if !has_info {
+        return Err(OffsetsError::NoDwarf);
+    }
     let requests = Field::ALL.map(Field::source);
-    Ok(offsets_of(member_offsets(
-        elf_bytes, &requests, on_missing,
-    )?))
+    let values = member_offsets_with(|name| dwarf_section(elf, img, name), &requests, on_missing)?;
+    Ok(offsets_of(values))
 }
 
 /// The offsets resolved for the requests made in [`Field`] order.
@@ -470,67 +505,14 @@ fn offsets_of(values: Vec<u32>) -> RuntimeOffsets {
     offsets
 }
 
-/// Resolves each `(type, member path)` request; `on_missing` turns a per-request error into
-/// a value (or passes it on).
-fn member_offsets(
-    elf_bytes: &[u8],
-    requests: &[(&str, &str)],
-    on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
-) -> Result<Vec<u32>, OffsetsError> {
-    let file = object::File::parse(elf_bytes)?;
-    match file.section_by_name(".debug_info") {
-        Some(section) if section.size() > 0 => {}
-        _ => return Err(OffsetsError::NoDwarf),
-    }
-    let endian = if file.is_little_endian() {
-        RunTimeEndian::Little
-    } else {
-        RunTimeEndian::Big
-    };
-    member_offsets_with(
-        endian,
-        |name| {
-            let Some(section) = file.section_by_name(name) else {
-                return Ok(Cow::Borrowed(&[]));
-            };
-            let decompress_error = |source| OffsetsError::Decompress {
-                section: name,
-                source,
-            };
-            let compressed = section.compressed_data().map_err(decompress_error)?;
-            check_compressed(name, &compressed)?;
-            compressed.decompress().map_err(decompress_error)
-        },
-        requests,
-        on_missing,
-    )
-}
-
-/// [`from_dwarf`] for an already opened binary, reading only the few DWARF sections the
-/// types need instead of the whole file (a big unstripped binary is mostly DWARF and
-/// code goprobe never looks at).
-pub fn from_binary_dwarf(binary: &super::GoBinary) -> Result<RuntimeOffsets, OffsetsError> {
-    let has_info = [".debug_info", ".zdebug_info"].iter().any(|name| {
-        binary
-            .section_bytes(name)
-            .is_some_and(|(b, _)| !b.is_empty())
-    });
-    if !has_info {
-        return Err(OffsetsError::NoDwarf);
-    }
-    let requests = Field::ALL.map(Field::source);
-    let values = member_offsets_with(
-        RunTimeEndian::Little,
-        |name| load_binary_section(binary, name),
-        &requests,
-        &mut |e| Err(e),
-    )?;
-    Ok(offsets_of(values))
+/// [`from_dwarf`] for an already opened binary.
+pub fn from_binary_dwarf(binary: &GoBinary) -> Result<RuntimeOffsets, OffsetsError> {
+    dwarf_offsets(&binary.elf, &binary.img, &mut |e| Err(e))
 }
 
 /// [`resolve`] for an already opened binary (see [`from_binary_dwarf`]).
 pub fn resolve_binary(
-    binary: &super::GoBinary,
+    binary: &GoBinary,
     go_version: &str,
 ) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
     match from_binary_dwarf(binary) {
@@ -557,7 +539,7 @@ pub struct Layout {
 /// same release; a newer release than the table knows then goes without offsets, since
 /// only its own DWARF could say how its structs changed.
 pub fn layout_for(
-    binary: &super::GoBinary,
+    binary: &GoBinary,
     go_version: &str,
     release: Option<&str>,
 ) -> Result<Layout, OffsetsError> {
@@ -636,64 +618,75 @@ pub fn binary_config(
     }
 }
 
-/// One section of `binary`, decompressed: `SHF_COMPRESSED` (an `Elf64_Chdr` then the
-/// stream) or, before Go 1.12, `.zdebug_*` ("ZLIB", a big-endian size, zlib).
-fn load_binary_section(
-    binary: &super::GoBinary,
+/// One DWARF section, decompressed (empty if absent), reading only its bytes. Go compresses
+/// with zlib: `SHF_COMPRESSED` (an `Elf64_Chdr`, then the stream) or, before Go 1.12, a
+/// `.zdebug_*` section in place of the `.debug_*` one ("ZLIB", a big-endian size, zlib).
+fn dwarf_section(
+    elf: &Elf,
+    img: &Image,
     name: &'static str,
 ) -> Result<Cow<'static, [u8]>, OffsetsError> {
     let zdebug = name.replacen(".debug_", ".zdebug_", 1);
-    let (raw, compressed_flag, legacy) = match binary.section_bytes(name) {
-        Some((raw, flag)) => (raw, flag, false),
-        None => match binary.section_bytes(&zdebug) {
-            Some((raw, _)) => (raw, false, true),
-            None => return Ok(Cow::Borrowed(&[])),
-        },
+    let found = [(name, false), (zdebug.as_str(), true)]
+        .into_iter()
+        .find_map(|(name, legacy)| {
+            let section = elf.section(name)?;
+            Some((section, section.file_range(img.len())?, legacy))
+        });
+    let Some((section, range, legacy)) = found else {
+        return Ok(Cow::Borrowed(&[]));
     };
     let truncated = || OffsetsError::Compression {
         section: name,
         reason: "its compression header is truncated",
     };
-    let data = if compressed_flag {
-        // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64, ch_addralign u64.
-        let header = raw.get(..24).ok_or_else(truncated)?;
-        let ch_type = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
-        let size = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-        let format = match ch_type {
-            1 => object::CompressionFormat::Zlib,
-            2 => object::CompressionFormat::Zstandard,
-            _ => object::CompressionFormat::Unknown,
+    let chdr = section
+        .header
+        .compression(LE, img)
+        .map_err(|_| truncated())?;
+    let (format, start, uncompressed_size) = if let Some((header, start, _)) = chdr {
+        let format = match header.ch_type(LE) {
+            ELFCOMPRESS_ZLIB => CompressionFormat::Zlib,
+            ELFCOMPRESS_ZSTD => CompressionFormat::Zstandard,
+            _ => CompressionFormat::Unknown,
         };
-        object::CompressedData {
-            format,
-            data: &raw[24..],
-            uncompressed_size: size,
-        }
-    } else if legacy && raw.starts_with(b"ZLIB") {
-        let size = raw.get(4..12).ok_or_else(truncated)?;
-        object::CompressedData {
-            format: object::CompressionFormat::Zlib,
-            data: &raw[12..],
-            uncompressed_size: u64::from_be_bytes(size.try_into().unwrap_or_default()),
-        }
+        (format, start as usize, header.ch_size(LE))
+    } else if legacy && img.get(range.start, 4) == Some(b"ZLIB") {
+        let size: &U64<BigEndian> = img
+            .read_at(range.start as u64 + 4)
+            .map_err(|()| truncated())?;
+        (
+            CompressionFormat::Zlib,
+            range.start + 12,
+            size.get(BigEndian),
+        )
     } else {
-        return Ok(Cow::Owned(raw));
+        (CompressionFormat::None, range.start, 0)
     };
-    check_compressed(name, &data)?;
-    let bytes = data
+    let data = img
+        .read_vec(start, range.end.saturating_sub(start))
+        .ok_or_else(truncated)?;
+    if format == CompressionFormat::None {
+        return Ok(Cow::Owned(data));
+    }
+    let compressed = CompressedData {
+        format,
+        data: &data,
+        uncompressed_size,
+    };
+    check_compressed(name, &compressed)?;
+    let bytes = compressed
         .decompress()
         .map_err(|source| OffsetsError::Decompress {
             section: name,
             source,
-        })?
-        .into_owned();
-    Ok(Cow::Owned(bytes))
+        })?;
+    Ok(Cow::Owned(bytes.into_owned()))
 }
 
 /// Resolves each request from DWARF sections supplied by `load` (by section name; an
 /// absent section is an empty slice).
 fn member_offsets_with<'d>(
-    endian: RunTimeEndian,
     mut load: impl FnMut(&'static str) -> Result<Cow<'d, [u8]>, OffsetsError>,
     requests: &[(&str, &str)],
     on_missing: &mut dyn FnMut(OffsetsError) -> Result<u32, OffsetsError>,
@@ -704,7 +697,7 @@ fn member_offsets_with<'d>(
         }
         load(id.name())
     })?;
-    let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, RunTimeEndian::Little));
     let types = Types::new(&dwarf)?;
 
     let mut wanted: Vec<&str> = requests.iter().map(|(ty, _)| *ty).collect();
@@ -988,7 +981,7 @@ mod tests {
         ] {
             let err = from_dwarf(bytes).expect_err("garbage must not parse");
             assert!(
-                matches!(err, OffsetsError::Elf(_)),
+                matches!(err, OffsetsError::Elf { .. }),
                 "unexpected error for {} bytes: {err}",
                 bytes.len()
             );
@@ -997,18 +990,19 @@ mod tests {
 
     /// A valid ELF64 header with no sections at all.
     fn empty_elf() -> Vec<u8> {
-        let mut h = vec![0u8; 64];
-        h[..4].copy_from_slice(b"\x7fELF");
-        h[4] = 2; // ELFCLASS64
-        h[5] = 1; // little endian
-        h[6] = 1; // EV_CURRENT
-        h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        h[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-        h[20..24].copy_from_slice(&1u32.to_le_bytes()); // e_version
-        h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-        h[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-        h[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
-        h
+        let mut out = Vec::new();
+        let mut w = object::write::elf::Writer::new(object::Endianness::Little, true, &mut out);
+        w.reserve_file_header();
+        w.write_file_header(&object::write::elf::FileHeader {
+            os_abi: 0,
+            abi_version: 0,
+            e_type: object::elf::ET_EXEC,
+            e_machine: object::elf::EM_X86_64,
+            e_entry: 0,
+            e_flags: 0,
+        })
+        .expect("ELF header");
+        out
     }
 
     #[test]
