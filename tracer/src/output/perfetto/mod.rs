@@ -81,11 +81,10 @@ pub const ORPHAN_NS: u64 = 61_000_000_000;
 /// How often (trace time) held events are checked against [`ORPHAN_NS`].
 const ORPHAN_CHECK_NS: u64 = 1_000_000_000;
 
-/// The one packet sequence this writer produces.
-const SEQUENCE_ID: u64 = 1;
-
 mod proto;
-use proto::{field, pb};
+#[cfg(test)]
+use proto::packet::SEQUENCE_ID;
+use proto::{event, field, packet, pb};
 
 /// Whether an event of `link` may have set the attempt's `stamp` (a request with
 /// nothing before its `signalM` is stamped at the `signalM`).
@@ -243,8 +242,8 @@ impl<W: Write> PerfettoOutput<W> {
             stats: PerfettoStats::default(),
             finished: false,
         };
-        this.write_sequence_start()?;
-        this.write_clock_snapshot(&ClockReading::now())?;
+        this.write_packet(packet::sequence_start)?;
+        this.write_clock_snapshot()?;
         Ok(this)
     }
 
@@ -257,81 +256,41 @@ impl<W: Write> PerfettoOutput<W> {
         self.out
     }
 
-    fn write_sequence_start(&mut self) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        pb::uint(
-            buf,
-            field::PACKET_SEQUENCE_FLAGS,
-            field::SEQ_INCREMENTAL_STATE_CLEARED,
-        );
-        pb::uint(buf, field::PACKET_FIRST_ON_SEQUENCE, 1);
-        let defaults = pb::begin(buf, field::PACKET_DEFAULTS);
-        pb::uint(buf, field::DEFAULTS_CLOCK_ID, field::CLOCK_MONOTONIC);
-        pb::end(buf, defaults);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+    /// Writes the packet `encode` puts in the scratch buffer.
+    fn write_packet(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.scratch.clear();
+        encode(&mut self.scratch);
+        self.out.write_all(&self.scratch)
     }
 
-    fn write_clock_snapshot(&mut self, reading: &ClockReading) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let snapshot = pb::begin(buf, field::PACKET_CLOCK_SNAPSHOT);
-        for (id, ts) in [
-            (field::CLOCK_BOOTTIME, reading.boottime),
-            (field::CLOCK_MONOTONIC, reading.monotonic),
-            (field::CLOCK_REALTIME, reading.realtime),
-        ] {
-            let clock = pb::begin(buf, field::SNAPSHOT_CLOCKS);
-            pb::uint(buf, field::CLOCK_ID, id);
-            pb::uint(buf, field::CLOCK_TIMESTAMP, ts);
-            pb::end(buf, clock);
-        }
-        pb::end(buf, snapshot);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+    fn write_clock_snapshot(&mut self) -> io::Result<()> {
+        let ClockReading {
+            boottime,
+            monotonic,
+            realtime,
+        } = ClockReading::now();
+        self.write_packet(|buf| {
+            packet::clock_snapshot(
+                buf,
+                &[
+                    (field::CLOCK_BOOTTIME, boottime),
+                    (field::CLOCK_MONOTONIC, monotonic),
+                    (field::CLOCK_REALTIME, realtime),
+                ],
+            );
+        })
     }
 
     fn write_process_descriptor(&mut self, pid: u32, name: Option<&str>) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
-        pb::uint(buf, field::TRACK_UUID, track_uuid(pid, 0));
-        let process = pb::begin(buf, field::TRACK_PROCESS);
-        pb::int(buf, field::PROCESS_PID, i64::from(pid));
-        if let Some(name) = name {
-            pb::string(buf, field::PROCESS_NAME, name);
-        }
-        pb::end(buf, process);
-        pb::end(buf, track);
-        pb::end(buf, packet);
-        self.out.write_all(buf)?;
+        let uuid = track_uuid(pid, 0);
+        self.write_packet(|buf| packet::process_descriptor(buf, uuid, pid, name))?;
         self.process_declared = Some(name.unwrap_or_default().to_string());
         Ok(())
     }
 
     fn write_thread_descriptor(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
-        pb::uint(buf, field::TRACK_UUID, track_uuid(pid, tid));
-        pb::uint(buf, field::TRACK_PARENT_UUID, track_uuid(pid, 0));
-        let thread = pb::begin(buf, field::TRACK_THREAD);
-        pb::int(buf, field::THREAD_PID, i64::from(pid));
-        pb::int(buf, field::THREAD_TID, i64::from(tid));
-        pb::string(buf, field::THREAD_NAME, name);
-        pb::end(buf, thread);
-        pb::end(buf, track);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+        let uuids = [track_uuid(pid, tid), track_uuid(pid, 0)];
+        self.write_packet(|buf| packet::thread_descriptor(buf, uuids, [pid, tid], name))
     }
 
     /// Writes one `TrackEvent` packet: `body` and `extra` are its encoded fields.
@@ -342,22 +301,8 @@ impl<W: Write> PerfettoOutput<W> {
         body: &[u8],
         extra: &[u8],
     ) -> io::Result<()> {
-        let event_len = (body.len() + extra.len()) as u64;
         scratch.clear();
-        pb::uint(scratch, field::PACKET_TIMESTAMP, ts);
-        pb::uint(scratch, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        pb::uint(
-            scratch,
-            field::PACKET_SEQUENCE_FLAGS,
-            field::SEQ_NEEDS_INCREMENTAL_STATE,
-        );
-        pb::tag(scratch, field::PACKET_TRACK_EVENT, pb::WIRE_LEN);
-        pb::varint(scratch, event_len);
-        let packet_len = scratch.len() as u64 + event_len;
-        let mut head = [0u8; 1 + pb::MAX_VARINT];
-        head[0] = (field::TRACE_PACKET << 3 | pb::WIRE_LEN) as u8;
-        let n = 1 + pb::put_varint(&mut head[1..], packet_len);
-        out.write_all(&head[..n])?;
+        packet::track_event_head(scratch, ts, body.len() + extra.len());
         out.write_all(scratch)?;
         out.write_all(body)?;
         out.write_all(extra)
@@ -481,7 +426,7 @@ impl<W: Write> PerfettoOutput<W> {
         self.declare_thread(tid)?;
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        event_header(&mut body, kind, track_uuid(self.pid.unwrap_or(0), tid));
+        event::header(&mut body, kind, track_uuid(self.pid.unwrap_or(0), tid));
         encode(&mut body, &mut self.text);
         let written = Self::write_event_packet(&mut self.out, &mut self.scratch, ts, &body, &[]);
         self.body = body;
@@ -499,15 +444,15 @@ impl<W: Write> PerfettoOutput<W> {
             .expect("writing to a String");
             pb::string(buf, field::EVENT_NAME, text);
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", goid);
+                event::uint(buf, "goid", goid);
             }
-            annotate_pointer(buf, "g", g_addr);
+            event::pointer(buf, "g", g_addr);
         })
     }
 
     fn end_slice(&mut self, ts: u64, tid: u32, ended_by: &str) -> io::Result<()> {
         self.write_now(ts, tid, field::TYPE_SLICE_END, |buf, _| {
-            annotate_str(buf, "ended_by", ended_by);
+            event::str(buf, "ended_by", ended_by);
         })
     }
 
@@ -545,7 +490,7 @@ impl<W: Write> PerfettoOutput<W> {
                 self.write_ready_ticks()?;
                 let mut tick = self.spare_ticks.pop().unwrap_or_default();
                 (tick.ts, tick.tid) = (event.ts_ns, event.tid);
-                event_header(&mut tick.body, field::TYPE_INSTANT, track);
+                event::header(&mut tick.body, field::TYPE_INSTANT, track);
                 instant_fields(&mut tick.body, &mut self.text, view);
                 self.ticks.push(tick);
             }
@@ -562,7 +507,7 @@ impl<W: Write> PerfettoOutput<W> {
                 let held = (self.held)
                     .entry(id)
                     .or_insert_with(|| self.spare.pop().unwrap_or_default());
-                event_header(&mut held.bodies, field::TYPE_INSTANT, track);
+                event::header(&mut held.bodies, field::TYPE_INSTANT, track);
                 instant_fields(&mut held.bodies, &mut self.text, view);
                 held.events.push(HeldEvent {
                     ts: event.ts_ns,
@@ -692,12 +637,12 @@ impl<W: Write> PerfettoOutput<W> {
         self.write_now(end_ts, 0, field::TYPE_INSTANT, |buf, _| {
             pb::string(buf, field::EVENT_NAME, "goprobe_summary");
             for (name, value) in trailer.annotations {
-                annotate_uint(buf, name, *value);
+                event::uint(buf, name, *value);
             }
-            annotate_uint(buf, "perfetto_flows", stats.flows);
-            annotate_uint(buf, "perfetto_partial_flows", stats.partial_flows);
+            event::uint(buf, "perfetto_flows", stats.flows);
+            event::uint(buf, "perfetto_partial_flows", stats.partial_flows);
         })?;
-        self.write_clock_snapshot(&ClockReading::now())?;
+        self.write_clock_snapshot()?;
         self.out.flush()?;
         if self.stats.partial_flows > 0 {
             crate::diag!(
@@ -711,51 +656,10 @@ impl<W: Write> PerfettoOutput<W> {
     }
 }
 
-/// The first fields of every `TrackEvent`: its type and track.
-fn event_header(buf: &mut Vec<u8>, kind: u64, track: u64) {
-    pb::uint(buf, field::EVENT_TYPE, kind);
-    pb::uint(buf, field::EVENT_TRACK_UUID, track);
-}
-
-fn annotation(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
-    let start = pb::begin(buf, field::EVENT_DEBUG_ANNOTATIONS);
-    pb::string(buf, field::ANNOTATION_NAME, name);
-    value(buf);
-    pb::end(buf, start);
-}
-
-fn annotate_uint(buf: &mut Vec<u8>, name: &str, value: u64) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_UINT, value)
-    });
-}
-
-fn annotate_int(buf: &mut Vec<u8>, name: &str, value: i64) {
-    annotation(buf, name, |buf| pb::int(buf, field::ANNOTATION_INT, value));
-}
-
-fn annotate_pointer(buf: &mut Vec<u8>, name: &str, value: u64) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_POINTER, value);
-    });
-}
-
-fn annotate_bool(buf: &mut Vec<u8>, name: &str, value: bool) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_BOOL, u64::from(value));
-    });
-}
-
-fn annotate_str(buf: &mut Vec<u8>, name: &str, value: &str) {
-    annotation(buf, name, |buf| {
-        pb::string(buf, field::ANNOTATION_STRING, value);
-    });
-}
-
 fn annotate_location(buf: &mut Vec<u8>, text: &mut String, name: &str, loc: &Location) {
     text.clear();
     write!(text, "{loc}").expect("writing to a String");
-    annotate_str(buf, name, text);
+    event::str(buf, name, text);
 }
 
 /// An instant's fields after the type and track: its name and annotations.
@@ -769,11 +673,11 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
     let event = view.event;
     let caller = |buf: &mut Vec<u8>| {
         if let Some(caller) = &view.caller {
-            annotate_str(buf, "caller", &caller.function);
+            event::str(buf, "caller", &caller.function);
         }
     };
     match &event.data {
-        EventData::SysmonTick { now_ns } => annotate_int(buf, "now_ns", *now_ns),
+        EventData::SysmonTick { now_ns } => event::int(buf, "now_ns", *now_ns),
         EventData::PreemptRequest {
             m_tid,
             goid,
@@ -783,17 +687,17 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(p_id) = p_id {
-                annotate_int(buf, "p_id", i64::from(*p_id));
+                event::int(buf, "p_id", i64::from(*p_id));
             }
             if let Some(m_tid) = m_tid {
-                annotate_uint(buf, "m_tid", u64::from(*m_tid));
+                event::uint(buf, "m_tid", u64::from(*m_tid));
             }
-            annotate_uint(buf, "schedtick", u64::from(*schedtick));
+            event::uint(buf, "schedtick", u64::from(*schedtick));
             if let Some(when) = schedwhen_ns {
-                annotate_int(buf, "running_ns", event.ts_ns as i64 - when);
+                event::int(buf, "running_ns", event.ts_ns as i64 - when);
             }
             caller(buf);
         }
@@ -806,25 +710,25 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(m_id) = m_id {
-                annotate_int(buf, "m_id", *m_id);
+                event::int(buf, "m_id", *m_id);
             }
             if let Some(m_tid) = m_tid {
-                annotate_uint(buf, "m_tid", u64::from(*m_tid));
+                event::uint(buf, "m_tid", u64::from(*m_tid));
             }
             if let Some(p_id) = p_id {
-                annotate_int(buf, "p_id", i64::from(*p_id));
+                event::int(buf, "p_id", i64::from(*p_id));
             }
-            annotate_uint(buf, "sig", u64::from(*sig));
+            event::uint(buf, "sig", u64::from(*sig));
             caller(buf);
         }
         EventData::Tgkill {
             target_tid, sig, ..
         } => {
-            annotate_uint(buf, "target_tid", u64::from(*target_tid));
-            annotate_uint(buf, "sig", u64::from(*sig));
+            event::uint(buf, "target_tid", u64::from(*target_tid));
+            event::uint(buf, "sig", u64::from(*sig));
         }
         EventData::SignalGenerate {
             target_tid,
@@ -832,13 +736,13 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             result,
             ..
         } => {
-            annotate_uint(buf, "target_tid", u64::from(*target_tid));
-            annotate_uint(buf, "sig", u64::from(*sig));
-            annotate_str(buf, "result", result.name());
+            event::uint(buf, "target_tid", u64::from(*target_tid));
+            event::uint(buf, "sig", u64::from(*sig));
+            event::str(buf, "result", result.name());
         }
         EventData::SignalDeliver { user_pc, sig, .. } => {
-            annotate_uint(buf, "sig", u64::from(*sig));
-            annotate_pointer(buf, "pc", *user_pc);
+            event::uint(buf, "sig", u64::from(*sig));
+            event::pointer(buf, "pc", *user_pc);
             if let Some(loc) = &view.location {
                 annotate_location(buf, text, "location", loc);
             }
@@ -851,52 +755,52 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(pc) = pc {
-                annotate_pointer(buf, "pc", *pc);
+                event::pointer(buf, "pc", *pc);
             }
             if let Some(loc) = &view.location {
                 annotate_location(buf, text, "location", loc);
             }
             if let Some(status) = g_status {
-                annotate_uint(buf, "g_status", u64::from(*status));
+                event::uint(buf, "g_status", u64::from(*status));
             }
             if let Some(preempted) = preempted {
-                annotate_bool(buf, "preempted", *preempted);
+                event::bool(buf, "preempted", *preempted);
             }
             match view.meaning {
                 Meaning::Preemption(p) => {
-                    annotate_str(buf, "path", p.path.name());
-                    annotate_str(buf, "action", p.action.name());
+                    event::str(buf, "path", p.path.name());
+                    event::str(buf, "action", p.action.name());
                 }
-                Meaning::VoluntaryYield => annotate_str(buf, "action", "yield"),
+                Meaning::VoluntaryYield => event::str(buf, "action", "yield"),
                 Meaning::None => {}
             }
         }
     }
-    annotate_uint(buf, "cpu", u64::from(event.cpu));
+    event::uint(buf, "cpu", u64::from(event.cpu));
 }
 
 fn annotate_attempt(buf: &mut Vec<u8>, attempt: &Attempt) {
-    annotate_uint(buf, "attempt.id", attempt.id);
-    annotate_str(buf, "attempt.requester", attempt.requester.name());
-    annotate_str(buf, "attempt.outcome", attempt.outcome.name());
+    event::uint(buf, "attempt.id", attempt.id);
+    event::str(buf, "attempt.requester", attempt.requester.name());
+    event::str(buf, "attempt.outcome", attempt.outcome.name());
     match attempt.outcome {
         Outcome::Async(action) | Outcome::Cooperative(action) => {
-            annotate_str(buf, "attempt.action", action.name());
+            event::str(buf, "attempt.action", action.name());
         }
-        Outcome::Refused(refusal) => annotate_str(buf, "attempt.refusal", refusal.name()),
+        Outcome::Refused(refusal) => event::str(buf, "attempt.refusal", refusal.name()),
         _ => {}
     }
     if let Some(goid) = attempt.goid {
-        annotate_uint(buf, "attempt.goid", goid);
+        event::uint(buf, "attempt.goid", goid);
     }
     if let Some(tid) = attempt.target_tid {
-        annotate_uint(buf, "attempt.target_tid", u64::from(tid));
+        event::uint(buf, "attempt.target_tid", u64::from(tid));
     }
     if let Some(total) = attempt.hop(crate::correlate::Hop::REQUEST_TO_OFF) {
-        annotate_uint(buf, "attempt.request_to_off_ns", total);
+        event::uint(buf, "attempt.request_to_off_ns", total);
     }
 }
 
