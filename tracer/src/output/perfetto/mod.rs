@@ -35,20 +35,20 @@
 //! system trace recorded by Perfetto (`cat a.pftrace b.pftrace`) and lines up with it.
 //!
 //! Buffering: an attempt reaches [`Output::attempt`] after all its events went through
-//! [`Output::event`], and flow ids live on the events. So each instant is encoded at once
-//! (its `TrackEvent` fields into an arena) but written only once it is [`HOLD_NS`] older
-//! than the newest event before the one being added — past the correlator's own expiry,
-//! so every attempt has ended by then — or when more than [`MAX_PENDING`] are waiting;
-//! attempts append their flow ids to events still waiting. Run slice begins and ends
-//! belong to no attempt and are written at once (trace_processor sorts by timestamp; file
-//! order does not matter). Memory is thus bounded: about 200 bytes per waiting instant
-//! (encoded fields, queue and index entries), some 50 MB at the bound. An attempt whose
-//! first links were written before it ended — only when over [`MAX_PENDING`] chain events
-//! arrive while it is open (more than 1.3 s at 200 000 events/s) — gets a partial flow:
-//! counted in the trace's `goprobe_summary` and reported on stderr. Packets are streamed
-//! to the file as they fall due; the rest, the open run slices' ends and the final
-//! descriptors and snapshot are written at [`Output::summary`] (so while tracing, the file
-//! lags the events by up to a minute).
+//! [`Output::event`], and its flow and description go on them. The correlator tags each
+//! event with the attempt it folded it into ([`EventView::attempt`]), so an event with a
+//! tag is held with its attempt's other events (encoded, in one buffer per attempt) and
+//! written when that attempt ends: the events its stamps name carry its flow id. Ticks
+//! come before the request that opens an attempt and are shared by every request of one
+//! `retake`: a tick is held until the next tick on its thread and the end of the attempts
+//! requested since. Every other event, and run slice begins and ends, is written at once
+//! (trace_processor sorts by timestamp; file order does not matter). Memory is thus the
+//! open attempts' events, which the correlator expires after a minute. An event whose
+//! attempt never comes (a GC `suspendG` whose goroutine another attempt preempted first)
+//! is written [`ORPHAN_NS`] after it. An attempt with a link written before it ended —
+//! a bug — gets a partial flow: counted in the trace's `goprobe_summary` and reported on
+//! stderr. The rest, the open run slices' ends and the final descriptors and snapshot are
+//! written at [`Output::summary`].
 //!
 //! Encoding is by hand (varints, fixed64, length-delimited nested messages with the length
 //! back-patched), not with `prost`: about ten messages and thirty fields are used, prost
@@ -56,7 +56,7 @@
 //! reused buffers costs no allocation per event.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     fmt::Write as _,
     fs::File,
     io::{self, BufWriter, Write},
@@ -74,36 +74,29 @@ use crate::{
     symbolize::Location,
 };
 
-/// How long (trace time) an instant waits for the attempts it belongs to before it is
-/// written: the correlator's expiry (`correlate::EXPIRE_AFTER_NS`, 60 s, checked every
-/// 50 ms of trace time) and a margin, after which no attempt is still open.
-pub const HOLD_NS: u64 = 61_000_000_000;
-/// At most this many instants wait; beyond, the oldest is written.
-pub const MAX_PENDING: usize = 1 << 18;
-/// Once this many bytes of the arena were written out, they are dropped from it.
-const ARENA_COMPACT: usize = 1 << 20;
-
-/// The one packet sequence this writer produces.
-const SEQUENCE_ID: u64 = 1;
+/// How long (trace time) an event waits for the attempt it was tagged with at most: the
+/// correlator's expiry (`correlate::EXPIRE_AFTER_NS`, 60 s, checked every 50 ms of trace
+/// time) and a margin, after which that attempt has ended or never will.
+pub const ORPHAN_NS: u64 = 61_000_000_000;
+/// How often (trace time) held events are checked against [`ORPHAN_NS`].
+const ORPHAN_CHECK_NS: u64 = 1_000_000_000;
 
 mod proto;
-use proto::{field, pb};
+#[cfg(test)]
+use proto::packet::SEQUENCE_ID;
+use proto::{event, field, packet, pb};
 
-/// An attempt's stamps in chain order, with the links each may have come from (a request
-/// with nothing before its `signalM` is stamped at the `signalM`).
-fn stamped_links(attempt: &Attempt) -> [(Option<u64>, &'static [Link]); 9] {
-    let s = &attempt.stamps;
-    [
-        (s[Link::Tick], &[Link::Tick]),
-        (s[Link::Request], &[Link::Request, Link::SignalM]),
-        (s[Link::SignalM], &[Link::SignalM]),
-        (s[Link::Tgkill], &[Link::Tgkill]),
-        (s[Link::Generate], &[Link::Generate]),
-        (s[Link::Deliver], &[Link::Deliver]),
-        (s[Link::Handler], &[Link::Handler]),
-        (s[Link::AsyncPreempt2], &[Link::AsyncPreempt2]),
-        (s[Link::Off], &[Link::Off]),
-    ]
+/// Whether an event of `link` may have set the attempt's `stamp` (a request with
+/// nothing before its `signalM` is stamped at the `signalM`).
+fn may_stamp(link: Link, stamp: Link) -> bool {
+    link == stamp || (link, stamp) == (Link::SignalM, Link::Request)
+}
+
+/// Whether `attempt`'s stamps name this event: its flow joins it.
+fn in_flow(attempt: &Attempt, event: &HeldEvent) -> bool {
+    Link::ALL
+        .into_iter()
+        .any(|stamp| may_stamp(event.link, stamp) && attempt.stamps[stamp] == Some(event.ts))
 }
 
 /// Track uuid of a thread (`tid`), or of the process (`tid` 0).
@@ -117,26 +110,33 @@ pub fn flow_id(pid: u32, attempt_id: u64) -> u64 {
     (u64::from(pid) << 40) | (attempt_id & ((1 << 40) - 1))
 }
 
-/// One event (or slice begin/end) encoded and waiting to be written.
-struct Pending {
+/// An event held for its attempt; its encoded `TrackEvent` fields end at `end` in
+/// [`Held::bodies`].
+struct HeldEvent {
     ts: u64,
     tid: u32,
-    /// Absolute arena offset and length of the encoded `TrackEvent` fields.
-    body: u64,
-    body_len: u32,
-    /// Its key in the stamp index, for chain events.
-    key: Option<(u64, Link)>,
-    /// Fields attempts added: flow ids, the attempt annotations. Empty (no allocation)
-    /// for most events.
-    extra: Vec<u8>,
-    /// Carries an attempt's annotations already.
-    noted: bool,
+    link: Link,
+    end: usize,
 }
 
-/// Pending events with one (timestamp, link): almost always one.
-enum Slot {
-    One(u64),
-    Many(Vec<u64>),
+/// The events tagged with one attempt, held until it ends.
+#[derive(Default)]
+struct Held {
+    bodies: Vec<u8>,
+    events: Vec<HeldEvent>,
+}
+
+/// A sysmon tick, held until its `retake` is over (`sealed`: the next tick on its thread
+/// came) and the attempts tagged on its thread since (`waiting`) have ended.
+#[derive(Default)]
+struct HeldTick {
+    ts: u64,
+    tid: u32,
+    body: Vec<u8>,
+    /// The flow ids of the attempts it starts.
+    flows: Vec<u8>,
+    waiting: Vec<u64>,
+    sealed: bool,
 }
 
 /// The goroutine running on a thread since its `execute`.
@@ -193,23 +193,23 @@ pub struct Trailer<'a> {
 
 pub struct PerfettoOutput<W: Write = BufWriter<File>> {
     out: W,
-    /// Encoded bodies of pending events (`arena[0]` is absolute offset `arena_base`).
-    arena: Vec<u8>,
-    arena_base: u64,
-    pending: VecDeque<Pending>,
-    /// [`HOLD_NS`] and [`MAX_PENDING`] (smaller in tests).
-    hold_ns: u64,
-    max_pending: usize,
-    /// Sequence number of `pending[0]`.
-    front_seq: u64,
-    index: HashMap<(u64, Link), Slot>,
+    /// Events of open attempts by attempt id, and emptied ones for reuse.
+    held: HashMap<u64, Held>,
+    spare: Vec<Held>,
+    /// Ticks waiting for their attempts, and emptied ones for reuse.
+    ticks: Vec<HeldTick>,
+    spare_ticks: Vec<HeldTick>,
+    /// When held events were last checked against [`ORPHAN_NS`].
+    orphans_checked: u64,
     threads: HashMap<u32, Thread>,
     pid: Option<u32>,
     process_declared: Option<String>,
     newest_ts: u64,
-    /// Reused buffers: packet header, event fields written at once, text.
+    /// Reused buffers: packet header, event fields written at once, fields added to a
+    /// held event, text.
     scratch: Vec<u8>,
     body: Vec<u8>,
+    extra: Vec<u8>,
     text: String,
     stats: PerfettoStats,
     finished: bool,
@@ -226,25 +226,24 @@ impl<W: Write> PerfettoOutput<W> {
     pub fn new(out: W) -> io::Result<PerfettoOutput<W>> {
         let mut this = PerfettoOutput {
             out,
-            arena: Vec::with_capacity(1 << 16),
-            arena_base: 0,
-            pending: VecDeque::new(),
-            hold_ns: HOLD_NS,
-            max_pending: MAX_PENDING,
-            front_seq: 0,
-            index: HashMap::new(),
+            held: HashMap::new(),
+            spare: Vec::new(),
+            ticks: Vec::new(),
+            spare_ticks: Vec::new(),
+            orphans_checked: 0,
             threads: HashMap::new(),
             pid: None,
             process_declared: None,
             newest_ts: 0,
             scratch: Vec::with_capacity(512),
             body: Vec::with_capacity(512),
+            extra: Vec::with_capacity(512),
             text: String::new(),
             stats: PerfettoStats::default(),
             finished: false,
         };
-        this.write_sequence_start()?;
-        this.write_clock_snapshot(&ClockReading::now())?;
+        this.write_packet(packet::sequence_start)?;
+        this.write_clock_snapshot()?;
         Ok(this)
     }
 
@@ -257,81 +256,41 @@ impl<W: Write> PerfettoOutput<W> {
         self.out
     }
 
-    fn write_sequence_start(&mut self) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        pb::uint(
-            buf,
-            field::PACKET_SEQUENCE_FLAGS,
-            field::SEQ_INCREMENTAL_STATE_CLEARED,
-        );
-        pb::uint(buf, field::PACKET_FIRST_ON_SEQUENCE, 1);
-        let defaults = pb::begin(buf, field::PACKET_DEFAULTS);
-        pb::uint(buf, field::DEFAULTS_CLOCK_ID, field::CLOCK_MONOTONIC);
-        pb::end(buf, defaults);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+    /// Writes the packet `encode` puts in the scratch buffer.
+    fn write_packet(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.scratch.clear();
+        encode(&mut self.scratch);
+        self.out.write_all(&self.scratch)
     }
 
-    fn write_clock_snapshot(&mut self, reading: &ClockReading) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let snapshot = pb::begin(buf, field::PACKET_CLOCK_SNAPSHOT);
-        for (id, ts) in [
-            (field::CLOCK_BOOTTIME, reading.boottime),
-            (field::CLOCK_MONOTONIC, reading.monotonic),
-            (field::CLOCK_REALTIME, reading.realtime),
-        ] {
-            let clock = pb::begin(buf, field::SNAPSHOT_CLOCKS);
-            pb::uint(buf, field::CLOCK_ID, id);
-            pb::uint(buf, field::CLOCK_TIMESTAMP, ts);
-            pb::end(buf, clock);
-        }
-        pb::end(buf, snapshot);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+    fn write_clock_snapshot(&mut self) -> io::Result<()> {
+        let ClockReading {
+            boottime,
+            monotonic,
+            realtime,
+        } = ClockReading::now();
+        self.write_packet(|buf| {
+            packet::clock_snapshot(
+                buf,
+                &[
+                    (field::CLOCK_BOOTTIME, boottime),
+                    (field::CLOCK_MONOTONIC, monotonic),
+                    (field::CLOCK_REALTIME, realtime),
+                ],
+            );
+        })
     }
 
     fn write_process_descriptor(&mut self, pid: u32, name: Option<&str>) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
-        pb::uint(buf, field::TRACK_UUID, track_uuid(pid, 0));
-        let process = pb::begin(buf, field::TRACK_PROCESS);
-        pb::int(buf, field::PROCESS_PID, i64::from(pid));
-        if let Some(name) = name {
-            pb::string(buf, field::PROCESS_NAME, name);
-        }
-        pb::end(buf, process);
-        pb::end(buf, track);
-        pb::end(buf, packet);
-        self.out.write_all(buf)?;
+        let uuid = track_uuid(pid, 0);
+        self.write_packet(|buf| packet::process_descriptor(buf, uuid, pid, name))?;
         self.process_declared = Some(name.unwrap_or_default().to_string());
         Ok(())
     }
 
     fn write_thread_descriptor(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
-        let buf = &mut self.scratch;
-        buf.clear();
-        let packet = pb::begin(buf, field::TRACE_PACKET);
-        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
-        pb::uint(buf, field::TRACK_UUID, track_uuid(pid, tid));
-        pb::uint(buf, field::TRACK_PARENT_UUID, track_uuid(pid, 0));
-        let thread = pb::begin(buf, field::TRACK_THREAD);
-        pb::int(buf, field::THREAD_PID, i64::from(pid));
-        pb::int(buf, field::THREAD_TID, i64::from(tid));
-        pb::string(buf, field::THREAD_NAME, name);
-        pb::end(buf, thread);
-        pb::end(buf, track);
-        pb::end(buf, packet);
-        self.out.write_all(buf)
+        let uuids = [track_uuid(pid, tid), track_uuid(pid, 0)];
+        self.write_packet(|buf| packet::thread_descriptor(buf, uuids, [pid, tid], name))
     }
 
     /// Writes one `TrackEvent` packet: `body` and `extra` are its encoded fields.
@@ -342,22 +301,8 @@ impl<W: Write> PerfettoOutput<W> {
         body: &[u8],
         extra: &[u8],
     ) -> io::Result<()> {
-        let event_len = (body.len() + extra.len()) as u64;
         scratch.clear();
-        pb::uint(scratch, field::PACKET_TIMESTAMP, ts);
-        pb::uint(scratch, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
-        pb::uint(
-            scratch,
-            field::PACKET_SEQUENCE_FLAGS,
-            field::SEQ_NEEDS_INCREMENTAL_STATE,
-        );
-        pb::tag(scratch, field::PACKET_TRACK_EVENT, pb::WIRE_LEN);
-        pb::varint(scratch, event_len);
-        let packet_len = scratch.len() as u64 + event_len;
-        let mut head = [0u8; 1 + pb::MAX_VARINT];
-        head[0] = (field::TRACE_PACKET << 3 | pb::WIRE_LEN) as u8;
-        let n = 1 + pb::put_varint(&mut head[1..], packet_len);
-        out.write_all(&head[..n])?;
+        packet::track_event_head(scratch, ts, body.len() + extra.len());
         out.write_all(scratch)?;
         out.write_all(body)?;
         out.write_all(extra)
@@ -385,61 +330,89 @@ impl<W: Write> PerfettoOutput<W> {
         self.write_thread_descriptor(pid, tid, &name)
     }
 
-    /// Writes the oldest pending event.
-    fn write_front(&mut self) -> io::Result<()> {
-        let Some(item) = self.pending.pop_front() else {
+    /// Writes the events `held` holds; `extra` adds fields to the `i`th.
+    fn write_held(
+        &mut self,
+        mut held: Held,
+        mut extra: impl FnMut(usize, &HeldEvent, &mut Vec<u8>),
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, event) in held.events.iter().enumerate() {
+            self.extra.clear();
+            extra(i, event, &mut self.extra);
+            self.declare_thread(event.tid)?;
+            let body = &held.bodies[start..event.end];
+            Self::write_event_packet(
+                &mut self.out,
+                &mut self.scratch,
+                event.ts,
+                body,
+                &self.extra,
+            )?;
+            start = event.end;
+        }
+        if held.bodies.capacity() > 0 {
+            held.bodies.clear();
+            held.events.clear();
+            self.spare.push(held);
+        }
+        Ok(())
+    }
+
+    /// Writes, with no flow, the events held for these attempts.
+    fn write_unclaimed(&mut self, mut ids: Vec<u64>) -> io::Result<()> {
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(held) = self.held.remove(&id) {
+                self.write_held(held, |_, _, _| {})?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the ticks whose `retake` is over and whose attempts have all ended.
+    fn write_ready_ticks(&mut self) -> io::Result<()> {
+        while let Some(i) = self
+            .ticks
+            .iter()
+            .position(|t| t.sealed && t.waiting.is_empty())
+        {
+            let mut tick = self.ticks.swap_remove(i);
+            self.declare_thread(tick.tid)?;
+            let HeldTick {
+                ts, body, flows, ..
+            } = &tick;
+            Self::write_event_packet(&mut self.out, &mut self.scratch, *ts, body, flows)?;
+            tick.body.clear();
+            tick.flows.clear();
+            tick.sealed = false;
+            self.spare_ticks.push(tick);
+        }
+        Ok(())
+    }
+
+    /// Writes, with no flow, what has waited [`ORPHAN_NS`] for an attempt that did not
+    /// come. Called before an event is added: the attempts that event ends (or expires)
+    /// come after it.
+    fn write_orphans(&mut self) -> io::Result<()> {
+        if self.newest_ts < self.orphans_checked + ORPHAN_CHECK_NS {
             return Ok(());
-        };
-        let seq = self.front_seq;
-        self.front_seq += 1;
-        if let Some(key) = item.key {
-            self.unindex(key, seq);
         }
-        self.declare_thread(item.tid)?;
-        let start = (item.body - self.arena_base) as usize;
-        let body = &self.arena[start..start + item.body_len as usize];
-        Self::write_event_packet(&mut self.out, &mut self.scratch, item.ts, body, &item.extra)?;
-        let written = start + item.body_len as usize;
-        if written >= ARENA_COMPACT && written * 2 >= self.arena.len() {
-            self.arena.drain(..written);
-            self.arena_base += written as u64;
-        }
-        Ok(())
-    }
-
-    fn unindex(&mut self, key: (u64, Link), seq: u64) {
-        let remove = match self.index.get_mut(&key) {
-            Some(Slot::One(s)) => *s == seq,
-            Some(Slot::Many(seqs)) => {
-                seqs.retain(|s| *s != seq);
-                seqs.is_empty()
+        self.orphans_checked = self.newest_ts;
+        let cutoff = self.newest_ts.saturating_sub(ORPHAN_NS);
+        let old: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.events.first().is_some_and(|e| e.ts < cutoff))
+            .map(|(id, _)| *id)
+            .collect();
+        self.write_unclaimed(old)?;
+        for tick in &mut self.ticks {
+            if tick.sealed && tick.ts < cutoff {
+                tick.waiting.clear();
             }
-            None => false,
-        };
-        if remove {
-            self.index.remove(&key);
         }
-    }
-
-    /// Writes what has waited longer than the window before the newest event. Called
-    /// before an event is added: the attempts that event ends (or expires) come after it,
-    /// and must still find their links.
-    fn write_due(&mut self) -> io::Result<()> {
-        while let Some(front) = self.pending.front() {
-            if front.ts.saturating_add(self.hold_ns) >= self.newest_ts {
-                break;
-            }
-            self.write_front()?;
-        }
-        Ok(())
-    }
-
-    /// Writes the oldest while more than the bound wait.
-    fn write_excess(&mut self) -> io::Result<()> {
-        while self.pending.len() > self.max_pending {
-            self.write_front()?;
-        }
-        Ok(())
+        self.write_ready_ticks()
     }
 
     /// Writes a `TrackEvent` at once; `encode` writes its fields after the type and track.
@@ -453,50 +426,11 @@ impl<W: Write> PerfettoOutput<W> {
         self.declare_thread(tid)?;
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        event_header(&mut body, kind, track_uuid(self.pid.unwrap_or(0), tid));
+        event::header(&mut body, kind, track_uuid(self.pid.unwrap_or(0), tid));
         encode(&mut body, &mut self.text);
         let written = Self::write_event_packet(&mut self.out, &mut self.scratch, ts, &body, &[]);
         self.body = body;
         written
-    }
-
-    /// Queues a `TrackEvent` whose fields `encode` writes after the type and track.
-    fn push(
-        &mut self,
-        ts: u64,
-        tid: u32,
-        key: Option<(u64, Link)>,
-        encode: impl FnOnce(&mut Vec<u8>, &mut String),
-    ) {
-        let start = self.arena.len();
-        event_header(
-            &mut self.arena,
-            field::TYPE_INSTANT,
-            track_uuid(self.pid.unwrap_or(0), tid),
-        );
-        encode(&mut self.arena, &mut self.text);
-        let seq = self.front_seq + self.pending.len() as u64;
-        if let Some(key) = key {
-            match self.index.get_mut(&key) {
-                None => {
-                    self.index.insert(key, Slot::One(seq));
-                }
-                Some(Slot::One(first)) => {
-                    let first = *first;
-                    self.index.insert(key, Slot::Many(vec![first, seq]));
-                }
-                Some(Slot::Many(seqs)) => seqs.push(seq),
-            }
-        }
-        self.pending.push_back(Pending {
-            ts,
-            tid,
-            body: self.arena_base + start as u64,
-            body_len: (self.arena.len() - start) as u32,
-            key,
-            extra: Vec::new(),
-            noted: false,
-        });
     }
 
     fn begin_slice(&mut self, ts: u64, tid: u32, goid: Option<u64>, g_addr: u64) -> io::Result<()> {
@@ -510,15 +444,15 @@ impl<W: Write> PerfettoOutput<W> {
             .expect("writing to a String");
             pb::string(buf, field::EVENT_NAME, text);
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", goid);
+                event::uint(buf, "goid", goid);
             }
-            annotate_pointer(buf, "g", g_addr);
+            event::pointer(buf, "g", g_addr);
         })
     }
 
     fn end_slice(&mut self, ts: u64, tid: u32, ended_by: &str) -> io::Result<()> {
         self.write_now(ts, tid, field::TYPE_SLICE_END, |buf, _| {
-            annotate_str(buf, "ended_by", ended_by);
+            event::str(buf, "ended_by", ended_by);
         })
     }
 
@@ -547,11 +481,45 @@ impl<W: Write> PerfettoOutput<W> {
             return self.begin_slice(event.ts_ns, event.tid, goid, g_addr);
         }
         self.stats.instants += 1;
-        let key = Link::of(event.kind).map(|link| (event.ts_ns, link));
-        self.push(event.ts_ns, event.tid, key, |buf, text| {
-            pb::string(buf, field::EVENT_NAME, kind_name(event.kind));
-            annotate_event(buf, text, view);
-        });
+        let track = track_uuid(self.pid.unwrap_or(0), event.tid);
+        match (Link::of(event.kind), view.attempt) {
+            (Some(Link::Tick), _) => {
+                for tick in &mut self.ticks {
+                    tick.sealed |= tick.tid == event.tid;
+                }
+                self.write_ready_ticks()?;
+                let mut tick = self.spare_ticks.pop().unwrap_or_default();
+                (tick.ts, tick.tid) = (event.ts_ns, event.tid);
+                event::header(&mut tick.body, field::TYPE_INSTANT, track);
+                instant_fields(&mut tick.body, &mut self.text, view);
+                self.ticks.push(tick);
+            }
+            (Some(link), Some(id)) => {
+                // A request in the `retake` of the tick held for this thread.
+                if let Some(tick) = self
+                    .ticks
+                    .iter_mut()
+                    .find(|t| t.tid == event.tid && !t.sealed)
+                    && !tick.waiting.contains(&id)
+                {
+                    tick.waiting.push(id);
+                }
+                let held = (self.held)
+                    .entry(id)
+                    .or_insert_with(|| self.spare.pop().unwrap_or_default());
+                event::header(&mut held.bodies, field::TYPE_INSTANT, track);
+                instant_fields(&mut held.bodies, &mut self.text, view);
+                held.events.push(HeldEvent {
+                    ts: event.ts_ns,
+                    tid: event.tid,
+                    link,
+                    end: held.bodies.len(),
+                });
+            }
+            _ => self.write_now(event.ts_ns, event.tid, field::TYPE_INSTANT, |buf, text| {
+                instant_fields(buf, text, view);
+            })?,
+        }
         if let (
             EventKind::GoschedImpl | EventKind::Yield | EventKind::PreemptPark,
             EventData::Goroutine { goid, g_addr, .. },
@@ -566,80 +534,57 @@ impl<W: Write> PerfettoOutput<W> {
         Ok(())
     }
 
-    /// The pending event a stamp refers to, preferring the expected thread.
-    fn resolve(&self, ts: u64, links: &[Link], tid: Option<u32>) -> Option<u64> {
-        for link in links {
-            match self.index.get(&(ts, *link)) {
-                Some(Slot::One(seq)) => return Some(*seq),
-                Some(Slot::Many(seqs)) => {
-                    let pick = seqs
-                        .iter()
-                        .find(|seq| {
-                            tid.is_some_and(|tid| {
-                                self.pending[(**seq - self.front_seq) as usize].tid == tid
-                            })
-                        })
-                        .or(seqs.first());
-                    if pick.is_some() {
-                        return pick.copied();
-                    }
+    fn on_attempt(&mut self, attempt: &Attempt) -> io::Result<()> {
+        let held = self.held.remove(&attempt.id).unwrap_or_default();
+        let stamps = &attempt.stamps;
+        // The tick of the `retake` that asked for it.
+        let mut tick = None;
+        for (i, t) in self.ticks.iter_mut().enumerate() {
+            if let Some(at) = t.waiting.iter().position(|id| *id == attempt.id) {
+                t.waiting.swap_remove(at);
+                if t.tid == attempt.requester_tid && stamps[Link::Tick] == Some(t.ts) {
+                    tick = Some(i);
                 }
-                None => {}
             }
         }
-        None
-    }
-
-    fn on_attempt(&mut self, attempt: &Attempt) {
-        let pid = self.pid.unwrap_or(0);
-        let mut found: [Option<(u64, Link)>; 9] = [None; 9];
-        let mut count = 0;
-        let mut missing = false;
-        for (ts, links) in stamped_links(attempt) {
-            let Some(ts) = ts else { continue };
-            let tid = if links[0].on_requester() {
-                Some(attempt.requester_tid)
-            } else {
-                attempt.target_tid
-            };
-            match self.resolve(ts, links, tid) {
-                Some(seq) if found[..count].iter().any(|f| f.is_some_and(|f| f.0 == seq)) => {}
-                Some(seq) => {
-                    found[count] = Some((seq, links[0]));
-                    count += 1;
-                }
-                None => missing = true,
-            }
-        }
-        let found = &found[..count];
-        if missing {
+        let covered = |stamp: Link, ts: u64| match stamp {
+            Link::Tick => tick.is_some(),
+            _ => (held.events.iter()).any(|e| e.ts == ts && may_stamp(e.link, stamp)),
+        };
+        if Link::ALL
+            .into_iter()
+            .any(|stamp| stamps[stamp].is_some_and(|ts| !covered(stamp, ts)))
+        {
             self.stats.partial_flows += 1;
         }
-        if count >= 2 {
+        let linked = held.events.iter().filter(|e| in_flow(attempt, e)).count();
+        let flow = (linked + usize::from(tick.is_some()) >= 2)
+            .then(|| flow_id(self.pid.unwrap_or(0), attempt.id));
+        if let Some(id) = flow {
             self.stats.flows += 1;
-            let id = flow_id(pid, attempt.id);
-            for (seq, _) in found.iter().flatten() {
-                let item = &mut self.pending[(seq - self.front_seq) as usize];
-                pb::fixed64(&mut item.extra, field::EVENT_FLOW_IDS, id);
+            if let Some(i) = tick {
+                pb::fixed64(&mut self.ticks[i].flows, field::EVENT_FLOW_IDS, id);
             }
         }
-        // The attempt's description goes on its first link after the tick (ticks are
-        // shared by every request of one `retake`).
-        let noted = found
-            .iter()
-            .flatten()
-            .find(|(seq, link)| {
-                *link != Link::Tick && !self.pending[(seq - self.front_seq) as usize].noted
-            })
-            .map(|(seq, _)| *seq);
-        if let Some(seq) = noted {
-            let item = &mut self.pending[(seq - self.front_seq) as usize];
-            item.noted = true;
-            annotate_attempt(&mut item.extra, attempt);
-        }
+        // The attempt's description goes on its first link after the tick.
+        let noted = (held.events.iter().enumerate())
+            .filter(|(_, e)| in_flow(attempt, e))
+            .min_by_key(|(_, e)| e.link)
+            .map(|(i, _)| i);
+        self.write_held(held, |i, event, extra| {
+            if let Some(id) = flow
+                && in_flow(attempt, event)
+            {
+                pb::fixed64(extra, field::EVENT_FLOW_IDS, id);
+            }
+            if noted == Some(i) {
+                annotate_attempt(extra, attempt);
+            }
+        })?;
+        self.write_ready_ticks()
     }
 
-    /// Writes everything still pending, ends the open run slices, the summary instant,
+    /// Writes everything still held, ends the open run slices, the summary instant,
     /// final descriptors and clock snapshot; flushes.
     pub fn finish(&mut self, trailer: &Trailer<'_>) -> io::Result<()> {
         if self.finished {
@@ -665,11 +610,12 @@ impl<W: Write> PerfettoOutput<W> {
             }
             self.end_slice(end_ts, tid, "trace_end")?;
         }
-        while !self.pending.is_empty() {
-            self.write_front()?;
+        for tick in &mut self.ticks {
+            tick.sealed = true;
+            tick.waiting.clear();
         }
-        self.arena = Vec::new();
-        self.index = HashMap::new();
+        self.write_ready_ticks()?;
+        self.write_unclaimed(self.held.keys().copied().collect())?;
         let name = trailer.binary.rsplit('/').next().unwrap_or(trailer.binary);
         if self.process_declared.as_deref() != Some(name) {
             self.write_process_descriptor(pid, Some(name))?;
@@ -691,72 +637,35 @@ impl<W: Write> PerfettoOutput<W> {
         self.write_now(end_ts, 0, field::TYPE_INSTANT, |buf, _| {
             pb::string(buf, field::EVENT_NAME, "goprobe_summary");
             for (name, value) in trailer.annotations {
-                annotate_uint(buf, name, *value);
+                event::uint(buf, name, *value);
             }
-            annotate_uint(buf, "perfetto_flows", stats.flows);
-            annotate_uint(buf, "perfetto_partial_flows", stats.partial_flows);
+            event::uint(buf, "perfetto_flows", stats.flows);
+            event::uint(buf, "perfetto_partial_flows", stats.partial_flows);
         })?;
-        self.write_clock_snapshot(&ClockReading::now())?;
+        self.write_clock_snapshot()?;
         self.out.flush()?;
         if self.stats.partial_flows > 0 {
             crate::diag!(
-                "goprobe: warning: perfetto: {} preemption attempts were still open after \
-                 {} more events (or {} s): their first links were written before they ended, \
-                 so their flows miss them",
+                "goprobe: warning: perfetto: {} preemption attempts had links written \
+                 before they ended (after {} s), so their flows miss them",
                 self.stats.partial_flows,
-                self.max_pending,
-                self.hold_ns / 1_000_000_000
+                ORPHAN_NS / 1_000_000_000
             );
         }
         Ok(())
     }
 }
 
-/// The first fields of every `TrackEvent`: its type and track.
-fn event_header(buf: &mut Vec<u8>, kind: u64, track: u64) {
-    pb::uint(buf, field::EVENT_TYPE, kind);
-    pb::uint(buf, field::EVENT_TRACK_UUID, track);
-}
-
-fn annotation(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
-    let start = pb::begin(buf, field::EVENT_DEBUG_ANNOTATIONS);
-    pb::string(buf, field::ANNOTATION_NAME, name);
-    value(buf);
-    pb::end(buf, start);
-}
-
-fn annotate_uint(buf: &mut Vec<u8>, name: &str, value: u64) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_UINT, value)
-    });
-}
-
-fn annotate_int(buf: &mut Vec<u8>, name: &str, value: i64) {
-    annotation(buf, name, |buf| pb::int(buf, field::ANNOTATION_INT, value));
-}
-
-fn annotate_pointer(buf: &mut Vec<u8>, name: &str, value: u64) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_POINTER, value);
-    });
-}
-
-fn annotate_bool(buf: &mut Vec<u8>, name: &str, value: bool) {
-    annotation(buf, name, |buf| {
-        pb::uint(buf, field::ANNOTATION_BOOL, u64::from(value));
-    });
-}
-
-fn annotate_str(buf: &mut Vec<u8>, name: &str, value: &str) {
-    annotation(buf, name, |buf| {
-        pb::string(buf, field::ANNOTATION_STRING, value);
-    });
-}
-
 fn annotate_location(buf: &mut Vec<u8>, text: &mut String, name: &str, loc: &Location) {
     text.clear();
     write!(text, "{loc}").expect("writing to a String");
-    annotate_str(buf, name, text);
+    event::str(buf, name, text);
+}
+
+/// An instant's fields after the type and track: its name and annotations.
+fn instant_fields(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
+    pb::string(buf, field::EVENT_NAME, kind_name(view.event.kind));
+    annotate_event(buf, text, view);
 }
 
 /// The event's fields, as in the JSON output (`null`s left out).
@@ -764,11 +673,11 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
     let event = view.event;
     let caller = |buf: &mut Vec<u8>| {
         if let Some(caller) = &view.caller {
-            annotate_str(buf, "caller", &caller.function);
+            event::str(buf, "caller", &caller.function);
         }
     };
     match &event.data {
-        EventData::SysmonTick { now_ns } => annotate_int(buf, "now_ns", *now_ns),
+        EventData::SysmonTick { now_ns } => event::int(buf, "now_ns", *now_ns),
         EventData::PreemptRequest {
             m_tid,
             goid,
@@ -778,17 +687,17 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(p_id) = p_id {
-                annotate_int(buf, "p_id", i64::from(*p_id));
+                event::int(buf, "p_id", i64::from(*p_id));
             }
             if let Some(m_tid) = m_tid {
-                annotate_uint(buf, "m_tid", u64::from(*m_tid));
+                event::uint(buf, "m_tid", u64::from(*m_tid));
             }
-            annotate_uint(buf, "schedtick", u64::from(*schedtick));
+            event::uint(buf, "schedtick", u64::from(*schedtick));
             if let Some(when) = schedwhen_ns {
-                annotate_int(buf, "running_ns", event.ts_ns as i64 - when);
+                event::int(buf, "running_ns", event.ts_ns as i64 - when);
             }
             caller(buf);
         }
@@ -801,25 +710,25 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(m_id) = m_id {
-                annotate_int(buf, "m_id", *m_id);
+                event::int(buf, "m_id", *m_id);
             }
             if let Some(m_tid) = m_tid {
-                annotate_uint(buf, "m_tid", u64::from(*m_tid));
+                event::uint(buf, "m_tid", u64::from(*m_tid));
             }
             if let Some(p_id) = p_id {
-                annotate_int(buf, "p_id", i64::from(*p_id));
+                event::int(buf, "p_id", i64::from(*p_id));
             }
-            annotate_uint(buf, "sig", u64::from(*sig));
+            event::uint(buf, "sig", u64::from(*sig));
             caller(buf);
         }
         EventData::Tgkill {
             target_tid, sig, ..
         } => {
-            annotate_uint(buf, "target_tid", u64::from(*target_tid));
-            annotate_uint(buf, "sig", u64::from(*sig));
+            event::uint(buf, "target_tid", u64::from(*target_tid));
+            event::uint(buf, "sig", u64::from(*sig));
         }
         EventData::SignalGenerate {
             target_tid,
@@ -827,13 +736,13 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             result,
             ..
         } => {
-            annotate_uint(buf, "target_tid", u64::from(*target_tid));
-            annotate_uint(buf, "sig", u64::from(*sig));
-            annotate_str(buf, "result", result.name());
+            event::uint(buf, "target_tid", u64::from(*target_tid));
+            event::uint(buf, "sig", u64::from(*sig));
+            event::str(buf, "result", result.name());
         }
         EventData::SignalDeliver { user_pc, sig, .. } => {
-            annotate_uint(buf, "sig", u64::from(*sig));
-            annotate_pointer(buf, "pc", *user_pc);
+            event::uint(buf, "sig", u64::from(*sig));
+            event::pointer(buf, "pc", *user_pc);
             if let Some(loc) = &view.location {
                 annotate_location(buf, text, "location", loc);
             }
@@ -846,52 +755,52 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             ..
         } => {
             if let Some(goid) = goid {
-                annotate_uint(buf, "goid", *goid);
+                event::uint(buf, "goid", *goid);
             }
             if let Some(pc) = pc {
-                annotate_pointer(buf, "pc", *pc);
+                event::pointer(buf, "pc", *pc);
             }
             if let Some(loc) = &view.location {
                 annotate_location(buf, text, "location", loc);
             }
             if let Some(status) = g_status {
-                annotate_uint(buf, "g_status", u64::from(*status));
+                event::uint(buf, "g_status", u64::from(*status));
             }
             if let Some(preempted) = preempted {
-                annotate_bool(buf, "preempted", *preempted);
+                event::bool(buf, "preempted", *preempted);
             }
             match view.meaning {
                 Meaning::Preemption(p) => {
-                    annotate_str(buf, "path", p.path.name());
-                    annotate_str(buf, "action", p.action.name());
+                    event::str(buf, "path", p.path.name());
+                    event::str(buf, "action", p.action.name());
                 }
-                Meaning::VoluntaryYield => annotate_str(buf, "action", "yield"),
+                Meaning::VoluntaryYield => event::str(buf, "action", "yield"),
                 Meaning::None => {}
             }
         }
     }
-    annotate_uint(buf, "cpu", u64::from(event.cpu));
+    event::uint(buf, "cpu", u64::from(event.cpu));
 }
 
 fn annotate_attempt(buf: &mut Vec<u8>, attempt: &Attempt) {
-    annotate_uint(buf, "attempt.id", attempt.id);
-    annotate_str(buf, "attempt.requester", attempt.requester.name());
-    annotate_str(buf, "attempt.outcome", attempt.outcome.name());
+    event::uint(buf, "attempt.id", attempt.id);
+    event::str(buf, "attempt.requester", attempt.requester.name());
+    event::str(buf, "attempt.outcome", attempt.outcome.name());
     match attempt.outcome {
         Outcome::Async(action) | Outcome::Cooperative(action) => {
-            annotate_str(buf, "attempt.action", action.name());
+            event::str(buf, "attempt.action", action.name());
         }
-        Outcome::Refused(refusal) => annotate_str(buf, "attempt.refusal", refusal.name()),
+        Outcome::Refused(refusal) => event::str(buf, "attempt.refusal", refusal.name()),
         _ => {}
     }
     if let Some(goid) = attempt.goid {
-        annotate_uint(buf, "attempt.goid", goid);
+        event::uint(buf, "attempt.goid", goid);
     }
     if let Some(tid) = attempt.target_tid {
-        annotate_uint(buf, "attempt.target_tid", u64::from(tid));
+        event::uint(buf, "attempt.target_tid", u64::from(tid));
     }
     if let Some(total) = attempt.hop(crate::correlate::Hop::REQUEST_TO_OFF) {
-        annotate_uint(buf, "attempt.request_to_off_ns", total);
+        event::uint(buf, "attempt.request_to_off_ns", total);
     }
 }
 
@@ -943,14 +852,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 impl<W: Write> Output for PerfettoOutput<W> {
     fn event(&mut self, view: &EventView<'_>) -> io::Result<()> {
-        self.write_due()?;
-        self.on_event(view)?;
-        self.write_excess()
+        self.write_orphans()?;
+        self.on_event(view)
     }
 
     fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()> {
-        self.on_attempt(view.attempt);
-        Ok(())
+        self.on_attempt(view.attempt)
     }
 
     fn summary(&mut self, summary: &Summary) -> io::Result<()> {
@@ -972,7 +879,7 @@ impl<W: Write> Output for PerfettoOutput<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // Pending events wait for their attempts; what was written can go out.
+        // Held events wait for their attempts; what was written can go out.
         self.out.flush()
     }
 }

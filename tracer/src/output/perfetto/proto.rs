@@ -1,5 +1,6 @@
 //! The Perfetto protobuf messages goprobe writes: field numbers checked against the
-//! official protos, and the few wire-format encoders they need.
+//! official protos, the few wire-format encoders they need, and the packets and
+//! `TrackEvent` fields built from them.
 
 /// Field numbers and enum values, from the official protos as shipped in PyPI's `perfetto`
 /// 0.59.1 (`perfetto.protos.perfetto.trace.perfetto_trace_pb2`, read with
@@ -107,6 +108,7 @@ pub(super) mod pb {
     pub const WIRE_LEN: u32 = 2;
 
     /// Longest varint: a u64 in 7-bit groups.
+    #[cfg(test)]
     pub const MAX_VARINT: usize = 10;
 
     pub fn varint(buf: &mut Vec<u8>, mut value: u64) {
@@ -177,12 +179,152 @@ pub(super) mod pb {
     /// Ends the nested message begun at `start`: fills in its length, moving the content
     /// up when the length needs more than the one byte reserved.
     pub fn end(buf: &mut Vec<u8>, start: usize) {
-        let len = buf.len() - start;
+        end_with(buf, start, 0);
+    }
+
+    /// [`end`] for a message whose content goes on for `more` bytes written elsewhere
+    /// after `buf`.
+    pub fn end_with(buf: &mut Vec<u8>, start: usize, more: usize) {
+        let written = buf.len() - start;
+        let len = written + more;
         let need = varint_len(len as u64);
         if need > 1 {
             buf.resize(buf.len() + need - 1, 0);
-            buf.copy_within(start..start + len, start + need - 1);
+            buf.copy_within(start..start + written, start + need - 1);
         }
         put_varint(&mut buf[start - 1..], len as u64);
+    }
+}
+
+/// Whole `TracePacket`s (each a `Trace.packet` field), on the one sequence goprobe writes.
+pub(super) mod packet {
+    use super::{field, pb};
+
+    /// The one packet sequence this writer produces.
+    pub const SEQUENCE_ID: u64 = 1;
+
+    /// The first packet: clears incremental state, declares CLOCK_MONOTONIC the default.
+    pub fn sequence_start(buf: &mut Vec<u8>) {
+        let packet = pb::begin(buf, field::TRACE_PACKET);
+        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
+        let flags = field::SEQ_INCREMENTAL_STATE_CLEARED;
+        pb::uint(buf, field::PACKET_SEQUENCE_FLAGS, flags);
+        pb::uint(buf, field::PACKET_FIRST_ON_SEQUENCE, 1);
+        let defaults = pb::begin(buf, field::PACKET_DEFAULTS);
+        pb::uint(buf, field::DEFAULTS_CLOCK_ID, field::CLOCK_MONOTONIC);
+        pb::end(buf, defaults);
+        pb::end(buf, packet);
+    }
+
+    /// A `ClockSnapshot` of (`BuiltinClock`, timestamp) pairs.
+    pub fn clock_snapshot(buf: &mut Vec<u8>, clocks: &[(u64, u64)]) {
+        let packet = pb::begin(buf, field::TRACE_PACKET);
+        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
+        let snapshot = pb::begin(buf, field::PACKET_CLOCK_SNAPSHOT);
+        for (id, ts) in clocks {
+            let clock = pb::begin(buf, field::SNAPSHOT_CLOCKS);
+            pb::uint(buf, field::CLOCK_ID, *id);
+            pb::uint(buf, field::CLOCK_TIMESTAMP, *ts);
+            pb::end(buf, clock);
+        }
+        pb::end(buf, snapshot);
+        pb::end(buf, packet);
+    }
+
+    /// A `TrackDescriptor` of a process track.
+    pub fn process_descriptor(buf: &mut Vec<u8>, uuid: u64, pid: u32, name: Option<&str>) {
+        let packet = pb::begin(buf, field::TRACE_PACKET);
+        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
+        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
+        pb::uint(buf, field::TRACK_UUID, uuid);
+        let process = pb::begin(buf, field::TRACK_PROCESS);
+        pb::int(buf, field::PROCESS_PID, i64::from(pid));
+        if let Some(name) = name {
+            pb::string(buf, field::PROCESS_NAME, name);
+        }
+        pb::end(buf, process);
+        pb::end(buf, track);
+        pb::end(buf, packet);
+    }
+
+    /// A `TrackDescriptor` of a thread track under its process's (`parent`).
+    pub fn thread_descriptor(
+        buf: &mut Vec<u8>,
+        [uuid, parent]: [u64; 2],
+        [pid, tid]: [u32; 2],
+        name: &str,
+    ) {
+        let packet = pb::begin(buf, field::TRACE_PACKET);
+        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
+        let track = pb::begin(buf, field::PACKET_TRACK_DESCRIPTOR);
+        pb::uint(buf, field::TRACK_UUID, uuid);
+        pb::uint(buf, field::TRACK_PARENT_UUID, parent);
+        let thread = pb::begin(buf, field::TRACK_THREAD);
+        pb::int(buf, field::THREAD_PID, i64::from(pid));
+        pb::int(buf, field::THREAD_TID, i64::from(tid));
+        pb::string(buf, field::THREAD_NAME, name);
+        pb::end(buf, thread);
+        pb::end(buf, track);
+        pb::end(buf, packet);
+    }
+
+    /// A packet with a `TrackEvent` at `ts`, up to the event's fields (`event_len` bytes,
+    /// written after it).
+    pub fn track_event_head(buf: &mut Vec<u8>, ts: u64, event_len: usize) {
+        let packet = pb::begin(buf, field::TRACE_PACKET);
+        pb::uint(buf, field::PACKET_TIMESTAMP, ts);
+        pb::uint(buf, field::PACKET_SEQUENCE_ID, SEQUENCE_ID);
+        let flags = field::SEQ_NEEDS_INCREMENTAL_STATE;
+        pb::uint(buf, field::PACKET_SEQUENCE_FLAGS, flags);
+        pb::tag(buf, field::PACKET_TRACK_EVENT, pb::WIRE_LEN);
+        pb::varint(buf, event_len as u64);
+        pb::end_with(buf, packet, event_len);
+    }
+}
+
+/// `TrackEvent` fields: the type and track every event starts with, debug annotations.
+pub(super) mod event {
+    use super::{field, pb};
+
+    pub fn header(buf: &mut Vec<u8>, kind: u64, track: u64) {
+        pb::uint(buf, field::EVENT_TYPE, kind);
+        pb::uint(buf, field::EVENT_TRACK_UUID, track);
+    }
+
+    fn annotation(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        let start = pb::begin(buf, field::EVENT_DEBUG_ANNOTATIONS);
+        pb::string(buf, field::ANNOTATION_NAME, name);
+        value(buf);
+        pb::end(buf, start);
+    }
+
+    pub fn uint(buf: &mut Vec<u8>, name: &str, value: u64) {
+        annotation(buf, name, |buf| {
+            pb::uint(buf, field::ANNOTATION_UINT, value)
+        });
+    }
+
+    pub fn int(buf: &mut Vec<u8>, name: &str, value: i64) {
+        annotation(buf, name, |buf| pb::int(buf, field::ANNOTATION_INT, value));
+    }
+
+    /// Shown in hex.
+    pub fn pointer(buf: &mut Vec<u8>, name: &str, value: u64) {
+        annotation(buf, name, |buf| {
+            pb::uint(buf, field::ANNOTATION_POINTER, value)
+        });
+    }
+
+    pub fn bool(buf: &mut Vec<u8>, name: &str, value: bool) {
+        let value = u64::from(value);
+        annotation(buf, name, |buf| {
+            pb::uint(buf, field::ANNOTATION_BOOL, value)
+        });
+    }
+
+    pub fn str(buf: &mut Vec<u8>, name: &str, value: &str) {
+        annotation(buf, name, |buf| {
+            pb::string(buf, field::ANNOTATION_STRING, value)
+        });
     }
 }

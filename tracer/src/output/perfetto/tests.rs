@@ -543,6 +543,9 @@ fn instants_slices_flows_and_tracks() {
             )
         })
         .collect();
+    // Events of an attempt are written when it ends: file order is not time order.
+    let mut instants = instants;
+    instants.sort_by_key(|(ts, _)| *ts);
     let got: Vec<(u64, String, u64)> = instants
         .iter()
         .map(|(ts, e)| (*ts, name(e), e.uint(field::EVENT_TRACK_UUID).unwrap()))
@@ -620,7 +623,7 @@ fn instants_slices_flows_and_tracks() {
 
     // The flow: every link of the async attempt, in order, and nothing else.
     let id = flow_id(PID, attempt.id);
-    let linked: Vec<String> = track_events
+    let linked: Vec<String> = instants
         .iter()
         .filter(|(_, e)| e.fixed64s(field::EVENT_FLOW_IDS).contains(&id))
         .map(|(_, e)| name(e))
@@ -698,13 +701,13 @@ fn a_tick_shared_by_two_attempts_carries_both_flows() {
 }
 
 #[test]
-fn every_attempt_ends_within_the_time_window() {
+fn an_attempt_open_for_a_minute_keeps_its_events() {
     let mut run = Run::new();
     run.tick();
     run.request(M4, 18);
-    // Nothing more for this attempt for longer than the window: the correlator has
-    // expired it by the time its events are written.
-    run.ts += HOLD_NS + 1;
+    // Nothing more for this attempt for longer than the correlator keeps it open: it
+    // expires, and its events are written then, with its flow.
+    run.ts += ORPHAN_NS + 1;
     run.tick();
     let (packets, _, attempts, stats) = run.finish();
     assert_eq!(attempts.len(), 1);
@@ -718,70 +721,65 @@ fn every_attempt_ends_within_the_time_window() {
 }
 
 #[test]
-fn events_past_the_bounds_are_written_and_their_flows_partial() {
-    for (hold_ns, max_pending) in [(HOLD_NS, 4), (1_000_000, MAX_PENDING)] {
-        let mut run = Run::new();
-        run.out.hold_ns = hold_ns;
-        run.out.max_pending = max_pending;
-        run.tick();
-        run.request(M4, 18);
-        // Four yields elsewhere, 1 ms apart: past either bound before the attempt ends.
-        for _ in 0..4 {
-            run.ts += 1_000_000;
-            run.goroutine(EventKind::GoschedImpl, OTHER, 30, Some(false));
-        }
-        run.goroutine(EventKind::GoschedImpl, M4, 18, Some(true));
-        assert!(
-            run.out.pending.len() <= 4,
-            "the tick and the request were written: {} pending",
-            run.out.pending.len()
-        );
-        let (_, _, attempts, stats) = run.finish();
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].outcome.name(), "cooperative");
-        assert_eq!(stats.partial_flows, 1);
-        assert_eq!(stats.flows, 0, "one link left: nothing to join");
+fn only_events_of_open_attempts_and_the_last_tick_are_held() {
+    let mut run = Run::new();
+    for goid in 18..1018 {
+        run.async_chain(goid);
+        run.goroutine(EventKind::GoschedImpl, OTHER, 30, Some(false));
     }
-}
-
-#[test]
-fn pending_events_are_bounded_in_number() {
-    const BOUND: usize = 1000;
-    let mut out = PerfettoOutput::new(Vec::new()).unwrap();
-    out.max_pending = BOUND;
-    let meaning = Meaning::None;
-    for i in 0..(BOUND as u64 * 3) {
-        let event = Event {
-            kind: EventKind::SysmonTick,
-            ts_ns: 1_000 + i,
-            tid: SYSMON,
-            tgid: PID,
-            cpu: 0,
-            seq: 0,
-            data: EventData::SysmonTick { now_ns: 0 },
-        };
-        let view = EventView {
-            event: &event,
-            meaning: &meaning,
-            attempt: None,
-            location: None,
-            caller: None,
-            rel_ns: 0,
-        };
-        out.event(&view).unwrap();
-    }
-    assert_eq!(out.pending.len(), BOUND);
-    assert_eq!(out.index.len(), BOUND, "the index forgets what was written");
-    out.finish(&Trailer {
-        pid: PID,
-        binary: "x",
-        annotations: &[],
-    })
-    .unwrap();
-    let packets = packets(&out.into_inner());
+    assert!(run.out.held.is_empty(), "every attempt ended");
+    assert_eq!(run.out.ticks.len(), 1, "the last tick waits for the next");
+    run.tick();
+    run.request(M4, 2000);
+    assert_eq!(run.out.held.len(), 1, "the open attempt");
+    assert_eq!(run.out.ticks.len(), 1);
+    // Another tick: the one before waits for the attempt it asked for.
+    run.tick();
+    assert_eq!(run.out.ticks.len(), 2);
+    run.goroutine(EventKind::GoschedImpl, M4, 2000, Some(true));
+    assert!(run.out.held.is_empty());
+    assert_eq!(run.out.ticks.len(), 1);
+    let (packets, _, attempts, stats) = run.finish();
+    assert_eq!(attempts.len(), 1001);
+    assert_eq!((stats.flows, stats.partial_flows), (1001, 0));
     let ticks = track_events(&packets)
         .iter()
         .filter(|(_, e)| name(e) == "sysmon_tick")
         .count();
-    assert_eq!(ticks, BOUND * 3);
+    assert_eq!(ticks, 1002);
+}
+
+#[test]
+fn events_whose_attempt_never_comes_are_written_after_a_minute() {
+    let mut run = Run::new();
+    // The GC asks to suspend g18 (an attempt to be), but sysmon's request preempts it
+    // first: that attempt ends, the GC's never comes.
+    let suspend = EventData::Goroutine {
+        g_addr: g_addr(18),
+        goid: Some(18),
+        pc: None,
+        g_status: Some(2),
+        preempted: None,
+        preempt_flags: None,
+    };
+    run.feed(EventKind::SuspendG, OTHER, suspend, Some(Caller::Other));
+    run.tick();
+    run.request(M4, 18);
+    run.goroutine(EventKind::GoschedImpl, M4, 18, Some(true));
+    // sysmon's next tick: it sent no signal, so its attempt is over.
+    run.tick();
+    assert_eq!(run.out.held.len(), 1, "the suspend_g waits");
+    run.ts += ORPHAN_NS + ORPHAN_CHECK_NS;
+    run.goroutine(EventKind::GoschedImpl, OTHER, 30, Some(false));
+    run.goroutine(EventKind::GoschedImpl, OTHER, 30, Some(false));
+    assert!(run.out.held.is_empty(), "written after a minute");
+    let (packets, _, attempts, stats) = run.finish();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!((stats.flows, stats.partial_flows), (1, 0));
+    let events = track_events(&packets);
+    let (_, suspend) = events
+        .iter()
+        .find(|(_, e)| name(e) == "suspend_g")
+        .expect("suspend_g written");
+    assert!(suspend.fixed64s(field::EVENT_FLOW_IDS).is_empty());
 }
