@@ -71,11 +71,7 @@ impl Target {
 
     /// `GODEBUG=asyncpreemptoff=1` in its environment.
     pub fn async_preemption_off(&self) -> bool {
-        self.godebug.as_deref().is_some_and(|godebug| {
-            godebug
-                .split(',')
-                .any(|kv| kv.trim() == "asyncpreemptoff=1")
-        })
+        async_preemption_off(self.godebug.as_deref())
     }
 
     /// An already running process.
@@ -147,6 +143,15 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
 }
 
 /// `GODEBUG=...` from a NUL-separated environment block.
+/// Whether a `GODEBUG` value turns asynchronous preemption off.
+fn async_preemption_off(godebug: Option<&str>) -> bool {
+    godebug.is_some_and(|godebug| {
+        godebug
+            .split(',')
+            .any(|kv| kv.trim() == "asyncpreemptoff=1")
+    })
+}
+
 fn env_value(environ: &[u8], name: &[u8]) -> Option<String> {
     environ.split(|b| *b == 0).find_map(|entry| {
         let value = entry.strip_prefix(name)?.strip_prefix(b"=")?;
@@ -571,6 +576,11 @@ pub struct ProcessFacts {
 }
 
 impl ProcessFacts {
+    /// `GODEBUG=asyncpreemptoff=1` in its environment.
+    pub fn async_preemption_off(&self) -> bool {
+        async_preemption_off(self.godebug.as_deref())
+    }
+
     /// `None` when the process is gone.
     pub fn read(pid: u32) -> Option<ProcessFacts> {
         let dir = PathBuf::from(format!("/proc/{pid}"));

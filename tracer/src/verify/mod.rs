@@ -171,11 +171,6 @@ pub async fn run(args: VerifyCli) -> anyhow::Result<i32> {
     Ok(report.exit_code())
 }
 
-/// The observation window, as `--duration` takes it.
-fn duration_arg(args: &VerifyCli) -> String {
-    args.duration.clone()
-}
-
 /// The workload shipped beside the goprobe binary (built by `cargo xtask`): a Go program
 /// with goroutines that only asynchronous preemption can stop.
 fn shipped_workload() -> Option<PathBuf> {

@@ -4,7 +4,7 @@
 use clap::Parser as _;
 use tracer_common::EventKind;
 
-use super::{Check, Report, Status, VerifyCli, duration_arg};
+use super::{Check, Report, Status, VerifyCli};
 use crate::{
     cli::Cli,
     correlate::{Hop, Outcome, Requester},
@@ -33,7 +33,7 @@ pub async fn verify(args: &VerifyCli, target: Target) -> anyhow::Result<Report> 
     let mut argv: Vec<String> = ["goprobe", "-q", "-o", "/dev/null", "-d"]
         .map(String::from)
         .into();
-    argv.push(duration_arg(args));
+    argv.push(args.duration.clone());
     match &target {
         Target::Pid(pid) => argv.extend(["--pid".to_string(), pid.to_string()]),
         Target::Command(command) => {
@@ -64,12 +64,7 @@ pub fn judge(s: &Summary) -> Report {
     let facts = run.process.clone();
     let async_off = facts
         .as_ref()
-        .and_then(|f| f.godebug.as_deref())
-        .is_some_and(|godebug| {
-            godebug
-                .split(',')
-                .any(|kv| kv.trim() == "asyncpreemptoff=1")
-        });
+        .is_some_and(ProcessFacts::async_preemption_off);
     checks.push(configuration(facts.as_ref(), async_off));
     if let Some(facts) = &facts {
         checks.push(sigurg(facts));
