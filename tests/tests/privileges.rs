@@ -247,3 +247,55 @@ fn minimal_capabilities_trace_another_users_process() {
     }
     assert!(alive, "the traced root process survived being traced");
 }
+
+/// `goprobe verify` (the host check) as `nobody`: the privileges line lists what is held
+/// and what is lacking, each exactly as setpriv set it; without CAP_PERFMON it fails
+/// naming it.
+#[test]
+fn verify_lists_capabilities_held_and_lacking() {
+    let sandbox = Sandbox::new();
+    let privileges = |caps: &[&str]| {
+        let wrap = as_nobody(caps);
+        let output = Command::new(&wrap[0])
+            .args(&wrap[1..])
+            .arg(&sandbox.env.goprobe)
+            .args(["verify", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv starts");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
+            panic!(
+                "not one JSON object ({err}): {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "privileges")
+            .cloned()
+            .unwrap_or_else(|| panic!("no privileges check: {report}"));
+        (output.status.code(), check)
+    };
+    let (_, check) = privileges(COMMAND_CAPS);
+    assert_eq!(check["status"], "pass", "{check}");
+    let found = check["found"].as_str().unwrap();
+    assert!(found.starts_with(&format!("uid {NOBODY}; ")), "{found}");
+    assert!(
+        found.contains("holds CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH; lacks CAP_SYS_PTRACE"),
+        "{found}"
+    );
+    assert!(
+        found.contains("CAP_SYS_ADMIN (only to mount tracefs)"),
+        "{found}"
+    );
+
+    let (code, check) = privileges(&without(COMMAND_CAPS, "perfmon"));
+    assert_eq!(check["status"], "fail", "{check}");
+    assert_eq!(code, Some(4), "{check}");
+    let found = check["found"].as_str().unwrap();
+    assert!(found.contains("lacks CAP_PERFMON (always)"), "{found}");
+    assert!(found.contains("(missing: CAP_PERFMON)"), "{found}");
+}

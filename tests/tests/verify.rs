@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use goprobe_integration::{Env, Spawned, env, goprobe_fails};
+use goprobe_integration::{Env, Spawned, env, goprobe_fails, read_lines, send_signal};
 use serde_json::Value;
 
 /// `goprobe verify --json ARGS`: (exit code, the report).
@@ -67,19 +67,17 @@ fn asyncpreemptoff_fails_naming_it() {
     assert_eq!(code, 4, "{report}");
 }
 
-/// A seccomp filter that fails tgkill with EPERM (tests/src/bin/deny-tgkill.rs): the
-/// Go program silently never preempts; verify names tgkill and seccomp.
-#[test]
-fn tgkill_denied_by_seccomp_fails_naming_it() {
-    let env = env();
+/// The spinner fixture under a seccomp filter that fails tgkill with EPERM
+/// (tests/src/bin/deny-tgkill.rs), once it has exec'd (same pid).
+fn spinner_denied_tgkill(env: &Env, fixture_env: &[(&str, &str)]) -> Spawned {
     let fixture = env.fixture(env.newest(), "default", "spinner");
-    let mut target = Spawned::start(
+    let target = Spawned::start(
         Command::new(env!("CARGO_BIN_EXE_deny-tgkill"))
             .arg(&fixture)
-            .args(SPIN),
+            .args(SPIN)
+            .envs(fixture_env.iter().copied()),
     );
-    // Once the helper has exec'd the fixture (same pid), its spinners start.
-    let pid = target.child.id().to_string();
+    let pid = target.child.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
@@ -92,6 +90,68 @@ fn tgkill_denied_by_seccomp_fails_naming_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    target
+}
+
+/// The first number after `label ` in `text`.
+fn number_after(text: &str, label: &str) -> u64 {
+    let at = text
+        .find(&format!("{label} "))
+        .unwrap_or_else(|| panic!("no {label:?} in {text:?}"));
+    text[at + label.len() + 1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {label:?} in {text:?}"))
+}
+
+/// tgkill denied by seccomp while goprobe watches the spinners start: the failed calls
+/// are seen at `sys_exit_tgkill` (the filter skips `sys_enter_tgkill`), with their
+/// errno, one for each `runtime.signalM`, which calls tgkill directly.
+#[test]
+fn tgkill_denied_by_seccomp_is_seen_failing_with_eperm() {
+    let env = env();
+    // The spinners wait for SIGUSR1, sent once goprobe has attached.
+    let mut target = spinner_denied_tgkill(&env, &[("GOPROBE_FIXTURE_TRIGGER", "signal")]);
+    target.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\""));
+    let pid = target.child.id();
+    let mut goprobe = Command::new(&env.goprobe)
+        .args(["verify", "--json", "-d", "2", "--pid", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goprobe starts");
+    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let attached = stderr
+        .recv_timeout(Duration::from_secs(20))
+        .expect("goprobe says it attached");
+    assert!(attached.contains("attached"), "{attached}");
+    send_signal(pid, libc::SIGUSR1);
+    let output = goprobe.wait_with_output().expect("goprobe exits");
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["verdict"], "fail", "{report}");
+    assert_eq!(report["cause"], "tgkill", "{report}");
+    assert_eq!(output.status.code(), Some(4), "{report}");
+    let found = check(&report, "tgkill")["found"].as_str().unwrap();
+    assert!(found.contains("seccomp"), "{found}");
+    let failed = number_after(found, "EPERM");
+    assert!(failed > 0, "{found}");
+    assert_eq!(failed, number_after(found, "signalM"), "{found}");
+    assert_eq!(number_after(found, "tgkill"), 0, "none entered: {found}");
+}
+
+/// Attached to a process whose tgkill was denied long ago: the runtime sends no more
+/// (each M's signal is still "pending"), so the evidence is sysmon asking again and
+/// again with no signal at all; verify names tgkill and seccomp.
+#[test]
+fn tgkill_denied_by_seccomp_fails_naming_it() {
+    let env = env();
+    let mut target = spinner_denied_tgkill(&env, &[]);
+    let pid = target.child.id().to_string();
     let (code, report) = verify(&env, &["-d", "2", "--pid", &pid], &[]);
     let _ = target.child.kill();
     let _ = target.child.wait();
@@ -105,6 +165,41 @@ fn tgkill_denied_by_seccomp_fails_naming_it() {
         "{report}"
     );
     assert_eq!(code, 4, "{report}");
+}
+
+/// One spinner blocks SIGURG on its locked thread: verify names that thread (the tid
+/// the fixture printed) and warns.
+#[test]
+fn thread_blocking_sigurg_is_named() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let mut target = Spawned::start(Command::new(&fixture).args([
+        "-workers",
+        "2",
+        "-procs",
+        "2",
+        "-duration",
+        "60s",
+        "-block-sigurg",
+        "1",
+    ]));
+    let line = target.wait_line(Duration::from_secs(20), |line| {
+        line.contains("sigurg_blocked")
+    });
+    let blocked: Value = serde_json::from_str(&line).unwrap();
+    let tid = blocked["tid"].as_u64().unwrap();
+    let pid = target.child.id().to_string();
+    let (code, report) = verify(&env, &["-d", "2", "--pid", &pid], &[]);
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+    let sigurg = check(&report, "sigurg");
+    assert_eq!(sigurg["status"], "warn", "{report}");
+    let found = sigurg["found"].as_str().unwrap();
+    assert!(found.contains("blocked in 1 of"), "{found}");
+    assert!(found.contains(&format!("tid {tid} ")), "{found}");
+    assert_eq!(report["verdict"], "warn", "{report}");
+    assert_eq!(report["cause"], "sigurg", "{report}");
+    assert_eq!(code, 3, "{report}");
 }
 
 /// Nothing runs: nothing to preempt is a WARN, not a PASS.

@@ -168,6 +168,8 @@ pub struct TracepointFields {
     pub tgkill_tgid: u32,
     pub tgkill_pid: u32,
     pub tgkill_sig: u32,
+    /// `syscalls/sys_exit_tgkill`: `ret`.
+    pub tgkill_ret: u32,
     /// `signal/signal_generate`: `sig`, `code`, `pid`, `group`, `result`.
     pub generate_sig: u32,
     pub generate_code: u32,
@@ -182,8 +184,8 @@ pub struct TracepointFields {
 const _: () = {
     assert!(core::mem::size_of::<BinaryConfig>() == 56);
     assert!(core::mem::size_of::<TracedProcess>() == 8);
-    assert!(core::mem::size_of::<Settings>() == 48);
-    assert!(core::mem::size_of::<TracepointFields>() == 40);
+    assert!(core::mem::size_of::<Settings>() == 52);
+    assert!(core::mem::size_of::<TracepointFields>() == 44);
     assert!(Field::ALL.len() == FIELD_COUNT);
 };
 

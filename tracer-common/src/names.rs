@@ -39,6 +39,8 @@ pub mod programs {
     pub const GO_RUNTIME: &str = "go_runtime";
     /// tracepoint `syscalls/sys_enter_tgkill`, SIGURG only.
     pub const TP_SYS_ENTER_TGKILL: &str = "tp_sys_enter_tgkill";
+    /// tracepoint `syscalls/sys_exit_tgkill`: failed calls from traced processes.
+    pub const TP_SYS_EXIT_TGKILL: &str = "tp_sys_exit_tgkill";
     /// raw tracepoint `signal_generate`, SIGURG only (BTF kernels: cheap to detach).
     pub const RAW_SIGNAL_GENERATE: &str = "raw_signal_generate";
     /// raw tracepoint `signal_deliver`, SIGURG only.

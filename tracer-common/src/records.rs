@@ -50,13 +50,17 @@ pub enum EventKind {
     /// `runtime.execute` entered: a goroutine starts running on this thread (`--slices`
     /// only: it fires on every goroutine switch; bulk ring). Record: [`GoroutineHook`].
     Execute = 14,
+    /// `tgkill(tgid, tid, SIGURG)` returned an error. Submitted from `sys_exit_tgkill`,
+    /// which fires even when a seccomp filter refused the call (`sys_enter_tgkill` does
+    /// not). Record: [`TgkillFailed`].
+    TgkillFailed = 15,
 }
 
 /// One more than the largest [`EventKind`] value: the length of per-kind counter arrays.
-pub const KIND_COUNT: u32 = 15;
+pub const KIND_COUNT: u32 = 16;
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SysmonTick,
         EventKind::PreemptOne,
         EventKind::PreemptM,
@@ -71,6 +75,7 @@ impl EventKind {
         EventKind::PreemptPark,
         EventKind::SuspendG,
         EventKind::Execute,
+        EventKind::TgkillFailed,
     ];
 }
 
@@ -197,6 +202,21 @@ pub struct Tgkill {
     pub _pad: u32,
 }
 
+/// [`EventKind::TgkillFailed`]: tracepoint `syscalls/sys_exit_tgkill` with a negative
+/// return, SIGURG (or a signal that could not be read: `sig` 0). The arguments are read
+/// from the sender's saved user registers, since the exit tracepoint carries only the
+/// return value; ids are in the sender's pid namespace, as for [`Tgkill`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TgkillFailed {
+    pub header: EventHeader,
+    pub target_tgid: u32,
+    pub target_tid: u32,
+    pub sig: u32,
+    /// The errno (positive): EPERM from a seccomp filter, ESRCH for a thread that exited.
+    pub errno: u32,
+}
+
 /// [`EventKind::SignalGenerate`]: tracepoint `signal/signal_generate`, SIGURG. The current
 /// task is the sender.
 #[repr(C)]
@@ -283,6 +303,7 @@ const _: () = {
     assert!(core::mem::size_of::<PreemptRequest>() == 80);
     assert!(core::mem::size_of::<SignalM>() == 80);
     assert!(core::mem::size_of::<Tgkill>() == 48);
+    assert!(core::mem::size_of::<TgkillFailed>() == 48);
     assert!(core::mem::size_of::<SignalGenerate>() == 56);
     assert!(core::mem::size_of::<SignalDeliver>() == 56);
     assert!(core::mem::size_of::<GoroutineHook>() == 64);
@@ -299,6 +320,7 @@ mod pod {
     unsafe impl aya::Pod for PreemptRequest {}
     unsafe impl aya::Pod for SignalM {}
     unsafe impl aya::Pod for Tgkill {}
+    unsafe impl aya::Pod for TgkillFailed {}
     unsafe impl aya::Pod for SignalGenerate {}
     unsafe impl aya::Pod for SignalDeliver {}
     unsafe impl aya::Pod for GoroutineHook {}

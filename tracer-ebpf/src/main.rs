@@ -79,6 +79,7 @@ static SETTINGS: Global<Settings> = Global::new(Settings {
         tgkill_tgid: 16,
         tgkill_pid: 24,
         tgkill_sig: 32,
+        tgkill_ret: 16,
         generate_sig: 8,
         generate_code: 16,
         generate_pid: 36,

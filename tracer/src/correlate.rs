@@ -228,6 +228,10 @@ impl Correlator {
                 self.on_tgkill(event, *target_tid);
                 Meaning::None
             }
+            EventData::TgkillFailed { target_tid, .. } => {
+                self.on_tgkill_failed(*target_tid);
+                Meaning::None
+            }
             EventData::SignalGenerate {
                 target_tid, result, ..
             } => {
@@ -410,6 +414,18 @@ impl Correlator {
                 attempt.stamps[Link::Tgkill] = Some(event.ts_ns);
                 self.open_for(target, attempt);
             }
+        }
+    }
+
+    /// The attempt whose signalM led to this tgkill ends here: there is no signal.
+    fn on_tgkill_failed(&mut self, target: u32) {
+        if let Some(attempt) = self.open.get(&target)
+            && attempt.stamps[Link::SignalM].is_some()
+            && attempt.stamps[Link::Tgkill].is_none()
+            && let Some(attempt) = self.open.remove(&target)
+        {
+            self.tag = Some(attempt.id);
+            self.close(attempt, Outcome::SignalFailed);
         }
     }
 

@@ -6,7 +6,7 @@ use std::mem::size_of;
 use thiserror::Error;
 use tracer_common::{
     EventHeader, EventKind, GOID_UNKNOWN, GoroutineHook, KIND_COUNT, PreemptRequest, SignalDeliver,
-    SignalGenerate, SignalM, SysmonTick, Tgkill, goroutine_flags, signal_result,
+    SignalGenerate, SignalM, SysmonTick, Tgkill, TgkillFailed, goroutine_flags, signal_result,
 };
 
 /// One decoded record.
@@ -76,6 +76,13 @@ pub enum EventData {
         target_tgid: u32,
         target_tid: u32,
         sig: u32,
+    },
+    /// `tgkill` returned `-errno` (`sig` 0 when the sender's registers were unreadable).
+    TgkillFailed {
+        target_tgid: u32,
+        target_tid: u32,
+        sig: u32,
+        errno: u32,
     },
     SignalGenerate {
         target_tid: u32,
@@ -219,6 +226,15 @@ impl Event {
                     sig: r.sig,
                 }
             }
+            EventKind::TgkillFailed => {
+                let r: TgkillFailed = read(bytes, "tgkill failure record")?;
+                EventData::TgkillFailed {
+                    target_tgid: r.target_tgid,
+                    target_tid: r.target_tid,
+                    sig: r.sig,
+                    errno: r.errno,
+                }
+            }
             EventKind::SignalGenerate => {
                 let r: SignalGenerate = read(bytes, "signal_generate record")?;
                 EventData::SignalGenerate {
@@ -285,6 +301,20 @@ impl Event {
     }
 }
 
+/// The symbolic name of an errno `tgkill` can return (and a few more), else `"errno N"`.
+pub fn errno_name(errno: u32) -> &'static str {
+    match errno as i32 {
+        libc::EPERM => "EPERM",
+        libc::ESRCH => "ESRCH",
+        libc::EINVAL => "EINVAL",
+        libc::EAGAIN => "EAGAIN",
+        libc::EFAULT => "EFAULT",
+        libc::ENOSYS => "ENOSYS",
+        libc::EACCES => "EACCES",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -310,6 +340,7 @@ pub(crate) mod tests {
                 "preempt_park",
                 "suspend_g",
                 "execute",
+                "tgkill_failed",
             ]
         );
     }

@@ -49,10 +49,42 @@ pub enum PreflightError {
 }
 
 // Capability bit numbers (linux/capability.h).
-#[cfg(test)]
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// Every capability goprobe can use, and what for; the first two are checked before
+/// anything is loaded, the others are named where their absence fails.
+pub const USED_CAPABILITIES: [(u32, &str, &str); 5] = [
+    (CAP_BPF, "CAP_BPF", "always"),
+    (CAP_PERFMON, "CAP_PERFMON", "always"),
+    (
+        CAP_DAC_READ_SEARCH,
+        "CAP_DAC_READ_SEARCH",
+        "unless tracefs is readable",
+    ),
+    (
+        CAP_SYS_PTRACE,
+        "CAP_SYS_PTRACE",
+        "for another user's process",
+    ),
+    (CAP_SYS_ADMIN, "CAP_SYS_ADMIN", "only to mount tracefs"),
+];
+
+/// The capabilities of [`USED_CAPABILITIES`] this process holds (effective) and those it
+/// lacks, each with what it is for.
+pub fn capability_report() -> (Vec<&'static str>, Vec<(&'static str, &'static str)>) {
+    let effective = effective_capabilities();
+    let (held, lacking): (Vec<_>, Vec<_>) = USED_CAPABILITIES
+        .iter()
+        .partition(|(bit, _, _)| effective & (1 << bit) != 0);
+    (
+        held.iter().map(|(_, name, _)| *name).collect(),
+        lacking.iter().map(|(_, name, why)| (*name, *why)).collect(),
+    )
+}
 
 /// Effective capabilities from `/proc/self/status`.
 fn effective_capabilities() -> u64 {

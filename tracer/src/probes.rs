@@ -205,6 +205,18 @@ pub const PROBES: &[ProbeSpec] = &[
         observes: "tgkill(SIGURG): sender and target thread",
     },
     ProbeSpec {
+        kind: EventKind::TgkillFailed,
+        program: programs::TP_SYS_EXIT_TGKILL,
+        link: None,
+        target: ProbeTarget::Tracepoint {
+            category: "syscalls",
+            name: "sys_exit_tgkill",
+        },
+        requirement: Requirement::Required,
+        condition: Condition::Always,
+        observes: "tgkill(SIGURG) failing, and its errno (seccomp refusals included)",
+    },
+    ProbeSpec {
         kind: EventKind::SignalGenerate,
         program: programs::RAW_SIGNAL_GENERATE,
         link: Some(Link::Generate),

@@ -9,7 +9,7 @@ use crate::{
     correlate::{
         Attempt, Finding, Hop, Meaning, Outcome, PreemptAction, PreemptPath, Refusal, Requester,
     },
-    events::Event,
+    events::{Event, EventData},
     events::{KernelCounters, PerKind},
     histogram::{Distribution, Stats},
     symbolize::{Location, Symbolizer},
@@ -88,6 +88,7 @@ pub struct Aggregator {
     pub(crate) cooperative_locations: HashMap<u64, u64>,
     pub(crate) refused_locations: HashMap<u64, u64>,
     pub(crate) goroutines: HashMap<u64, GoroutineStats>,
+    pub(crate) tgkill_failures: BTreeMap<u32, u64>,
 }
 
 impl Aggregator {
@@ -99,6 +100,9 @@ impl Aggregator {
         let kind = event.kind as usize;
         self.received.0[kind] += 1;
         self.per_thread.entry(event.tid).or_default().0[kind] += 1;
+        if let EventData::TgkillFailed { errno, .. } = event.data {
+            *self.tgkill_failures.entry(errno).or_default() += 1;
+        }
         match meaning {
             Meaning::Preemption(p) => {
                 self.preemptions.add(p.path, p.action);
@@ -203,6 +207,7 @@ impl Aggregator {
             refused_locations: Vec::new(),
             goroutines: Vec::new(),
             goroutine_count: self.goroutines.len(),
+            tgkill_failures: self.tgkill_failures.clone(),
         }
     }
 
@@ -288,6 +293,7 @@ impl Aggregator {
             refused_locations,
             goroutines,
             goroutine_count,
+            tgkill_failures: self.tgkill_failures,
         }
     }
 }
@@ -354,6 +360,8 @@ pub struct Summary {
     pub goroutines: Vec<(u64, GoroutineStats)>,
     /// All goroutines seen.
     pub goroutine_count: usize,
+    /// Failed `tgkill(SIGURG)` calls by errno.
+    pub tgkill_failures: BTreeMap<u32, u64>,
 }
 
 impl Summary {

@@ -571,9 +571,23 @@ pub struct ProcessFacts {
     /// SIGURG ignored (`SigIgn`) or caught (`SigCgt`): process-wide.
     pub sigurg_ignored: bool,
     pub sigurg_caught: bool,
-    /// Threads with SIGURG in their `SigBlk` mask.
-    pub sigurg_blocked_threads: u32,
+    /// Threads with SIGURG in their `SigBlk` mask, still there when looked at again
+    /// (the runtime blocks every signal for a moment while it starts a thread).
+    pub sigurg_blocked: Vec<BlockedThread>,
 }
+
+/// A thread of the target that blocks SIGURG: no preemption signal reaches the
+/// goroutine it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedThread {
+    pub tid: u32,
+    /// Its `comm`.
+    pub name: String,
+}
+
+/// A second look at threads seen blocking SIGURG: long enough for a starting thread to
+/// reach `minit`, which unblocks it.
+const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl ProcessFacts {
     /// `GODEBUG=asyncpreemptoff=1` in its environment.
@@ -596,6 +610,10 @@ impl ProcessFacts {
             mask.and_then(|hex| u64::from_str_radix(&hex, 16).ok())
                 .is_some_and(|mask| mask & (1 << (libc::SIGURG - 1)) != 0)
         };
+        let blocks_sigurg = |tid: &str| {
+            fs::read_to_string(dir.join("task").join(tid).join("status"))
+                .is_ok_and(|status| has_sigurg(field(&status, "SigBlk")))
+        };
         let mut facts = ProcessFacts {
             godebug: env_value(&environ, b"GODEBUG"),
             gomaxprocs: env_value(&environ, b"GOMAXPROCS"),
@@ -604,6 +622,7 @@ impl ProcessFacts {
             sigurg_caught: has_sigurg(field(&status, "SigCgt")),
             ..ProcessFacts::default()
         };
+        let mut blocked = Vec::new();
         for task in fs::read_dir(dir.join("task"))
             .into_iter()
             .flatten()
@@ -614,9 +633,24 @@ impl ProcessFacts {
             };
             facts.threads += 1;
             if has_sigurg(field(&status, "SigBlk")) {
-                facts.sigurg_blocked_threads += 1;
+                blocked.push(task.file_name().to_string_lossy().into_owned());
             }
         }
+        if !blocked.is_empty() {
+            std::thread::sleep(BLOCKED_RECHECK);
+        }
+        facts.sigurg_blocked = blocked
+            .into_iter()
+            .filter(|tid| blocks_sigurg(tid))
+            .filter_map(|tid| {
+                let name = fs::read_to_string(dir.join("task").join(&tid).join("comm"))
+                    .unwrap_or_default();
+                Some(BlockedThread {
+                    tid: tid.parse().ok()?,
+                    name: name.trim().to_string(),
+                })
+            })
+            .collect();
         Some(facts)
     }
 }

@@ -135,6 +135,9 @@ pub enum Outcome {
     Coalesced,
     /// Sent but never delivered before the next signal to that thread.
     SignalLost,
+    /// `tgkill` failed (a seccomp filter's EPERM, say): no SIGURG exists, and the runtime,
+    /// which believes one is pending (`m.signalPending`), sends no other to that thread.
+    SignalFailed,
     /// No outcome within the expiry window (thread gone, or events lost).
     Expired,
     /// Tracing ended first.

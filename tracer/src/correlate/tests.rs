@@ -116,6 +116,17 @@ impl Script {
         self
     }
 
+    fn tgkill_failed(&mut self, from: u32, target: u32, errno: u32) -> &mut Self {
+        let data = EventData::TgkillFailed {
+            target_tgid: 1,
+            target_tid: target,
+            sig: 23,
+            errno,
+        };
+        self.feed(EventKind::TgkillFailed, from, data, None);
+        self
+    }
+
     fn generate(&mut self, from: u32, target: u32, result: SignalResult) -> &mut Self {
         let data = EventData::SignalGenerate {
             target_tid: target,
@@ -595,6 +606,23 @@ fn kernel_coalesced_signal() {
         .tgkill(SYSMON, M1)
         .generate(SYSMON, M1, SignalResult::AlreadyPending);
     assert_eq!(s.only_attempt().outcome, Outcome::Coalesced);
+}
+
+/// A seccomp filter's EPERM: no `tgkill` entry, only the failed exit; the attempt ends
+/// there, tagged, and a later request to the same M is a new attempt.
+#[test]
+fn failed_tgkill_ends_the_attempt() {
+    let mut s = Script::new();
+    s.request(M1, 18, Caller::Retake)
+        .signal_m(SYSMON, M1, 18, Caller::Preemptone)
+        .tgkill_failed(SYSMON, M1, 1);
+    let attempts = s.attempts();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, Outcome::SignalFailed);
+    assert_eq!(s.tags.last().copied().flatten(), Some(attempts[0].id));
+    // A failure with no signalM before it (one we did not see) touches nothing.
+    s.tgkill_failed(SYSMON, M1 + 1, 1);
+    assert!(s.attempts().is_empty());
 }
 
 #[test]

@@ -53,12 +53,14 @@ pub fn tracepoint_fields(tracefs: &Path) -> Result<TracepointFields, FormatError
         })
     };
     let tgkill = read("syscalls/sys_enter_tgkill")?;
+    let tgkill_exit = read("syscalls/sys_exit_tgkill")?;
     let generate = read("signal/signal_generate")?;
     let deliver = read("signal/signal_deliver")?;
     Ok(TracepointFields {
         tgkill_tgid: offset(&tgkill, "tgid")?,
         tgkill_pid: offset(&tgkill, "pid")?,
         tgkill_sig: offset(&tgkill, "sig")?,
+        tgkill_ret: offset(&tgkill_exit, "ret")?,
         generate_sig: offset(&generate, "sig")?,
         generate_code: offset(&generate, "code")?,
         generate_pid: offset(&generate, "pid")?,

@@ -22,7 +22,7 @@ use crate::{
 /// Bumped on any incompatible change to the objects below. 2: `attempt` objects and the
 /// attempt, latency, location and goroutine sections of the summary. 3: `pid` (the host
 /// pid) on every object, `attempt` on events, `events_lost` on attempts, `yield` events.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub struct JsonOutput<W: Write> {
     out: W,
@@ -92,6 +92,13 @@ event_line!(TgkillLine {
     target_tgid: u32,
     target_tid: u32,
     sig: u32,
+});
+event_line!(TgkillFailedLine {
+    target_tgid: u32,
+    target_tid: u32,
+    sig: u32,
+    errno: u32,
+    error: &'static str,
 });
 event_line!(GenerateLine {
     target_tid: u32,
@@ -185,6 +192,18 @@ pub fn write_event<W: Write>(out: &mut W, view: &EventView<'_>) -> serde_json::R
             target_tgid: *target_tgid,
             target_tid: *target_tid,
             sig: *sig,
+        }),
+        EventData::TgkillFailed {
+            target_tgid,
+            target_tid,
+            sig,
+            errno,
+        } => line!(TgkillFailedLine {
+            target_tgid: *target_tgid,
+            target_tid: *target_tid,
+            sig: *sig,
+            errno: *errno,
+            error: crate::events::errno_name(*errno),
         }),
         EventData::SignalGenerate {
             target_tid,
@@ -411,7 +430,7 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
     let p = &s.preemptions;
     let run = &s.run;
     #[derive(Serialize)]
-    struct SummaryLine<'a, Th, Hp, Bo, Br, Rf> {
+    struct SummaryLine<'a, Th, Hp, Bo, Br, Rf, Tf> {
         #[serde(rename = "type")]
         ty: &'static str,
         schema: u32,
@@ -429,6 +448,7 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         malformed: u64,
         preemptions: PreemptionsView,
         attempts: AttemptsView<Bo, Br, Rf>,
+        tgkill_failures: Tf,
         hops: Hp,
         ran_before_request: Option<Stats>,
         tick_interval: Option<Stats>,
@@ -483,6 +503,11 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
             ),
             refusals: object(s.refusals.iter().map(|(r, n)| (r.name(), *n))),
         },
+        tgkill_failures: object(
+            s.tgkill_failures
+                .iter()
+                .map(|(errno, n)| (crate::events::errno_name(*errno), *n)),
+        ),
         hops: object(
             Hop::ALL
                 .iter()

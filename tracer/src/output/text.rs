@@ -93,6 +93,12 @@ pub fn describe(view: &EventView<'_>) -> String {
             opt(*p_id)
         ),
         EventData::Tgkill { target_tid, .. } => format!("SIGURG → tid {target_tid}"),
+        EventData::TgkillFailed {
+            target_tid, errno, ..
+        } => format!(
+            "SIGURG → tid {target_tid} failed: {}",
+            crate::events::errno_name(*errno)
+        ),
         EventData::SignalGenerate {
             target_tid, result, ..
         } => format!("SIGURG → tid {target_tid} {}", result.name()),
@@ -261,6 +267,7 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         "no_signal",
         "coalesced",
         "signal_lost",
+        "signal_failed",
         "expired",
         "unfinished",
         "no_target",
@@ -288,6 +295,18 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             .map(|(r, n)| format!("{} {n}", r.name().replace('_', " ")))
             .collect();
         writeln!(out, "  refused: {}", reasons.join(", "))?;
+    }
+    if !s.tgkill_failures.is_empty() {
+        let failures: Vec<String> = s
+            .tgkill_failures
+            .iter()
+            .map(|(errno, n)| format!("{} {n}", crate::events::errno_name(*errno)))
+            .collect();
+        writeln!(
+            out,
+            "  tgkill(SIGURG) failed: {} (no signal was sent)",
+            failures.join(", ")
+        )?;
     }
     writeln!(out)?;
 

@@ -16,18 +16,34 @@ const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
 pub async fn verify(args: &VerifyCli) -> anyhow::Result<Report> {
     let mut checks = vec![kernel()];
+    let (held, lacking) = preflight::capability_report();
+    let lacking: Vec<String> = lacking
+        .iter()
+        .map(|(name, why)| format!("{name} ({why})"))
+        .collect();
+    let held_line = format!(
+        "uid {}; holds {}; lacks {}",
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() },
+        if held.is_empty() {
+            "none of those goprobe uses".to_string()
+        } else {
+            held.join(", ")
+        },
+        if lacking.is_empty() {
+            "none".to_string()
+        } else {
+            lacking.join(", ")
+        }
+    );
     let privileged = match preflight::check_privileges() {
         Ok(()) => {
-            checks.push(Check::new(
-                "privileges",
-                Status::Pass,
-                "root, or the capabilities goprobe needs",
-            ));
+            checks.push(Check::new("privileges", Status::Pass, held_line));
             true
         }
         Err(err) => {
             checks.push(
-                Check::new("privileges", Status::Fail, err.to_string())
+                Check::new("privileges", Status::Fail, format!("{held_line}: {err}"))
                     .fix(format!("run as root, or with {}", preflight::CAPABILITIES)),
             );
             false

@@ -8,6 +8,7 @@ use super::{Check, Report, Status, VerifyCli};
 use crate::{
     cli::Cli,
     correlate::{Hop, Outcome, Requester},
+    events::errno_name,
     histogram::human_ns,
     summary::Summary,
     target::ProcessFacts,
@@ -127,10 +128,21 @@ fn configuration(facts: Option<&ProcessFacts>, async_off: bool) -> Check {
 }
 
 fn sigurg(facts: &ProcessFacts) -> Check {
-    let found = format!(
-        "SIGURG caught {}, ignored {}, blocked in {} of {} threads",
-        facts.sigurg_caught, facts.sigurg_ignored, facts.sigurg_blocked_threads, facts.threads
+    let blocked = facts.sigurg_blocked.len() as u32;
+    let mut found = format!(
+        "SIGURG caught {}, ignored {}, blocked in {blocked} of {} threads",
+        facts.sigurg_caught, facts.sigurg_ignored, facts.threads
     );
+    if blocked > 0 {
+        let threads: Vec<String> = facts
+            .sigurg_blocked
+            .iter()
+            .take(8)
+            .map(|t| format!("tid {} ({})", t.tid, t.name))
+            .collect();
+        let more = if blocked > 8 { ", …" } else { "" };
+        found += &format!(" ({}{more})", threads.join(", "));
+    }
     if facts.sigurg_ignored || !facts.sigurg_caught {
         Check::new(
             "sigurg",
@@ -138,9 +150,21 @@ fn sigurg(facts: &ProcessFacts) -> Check {
             found + ": the runtime's handler is not in place",
         )
         .fix("do not ignore or reset SIGURG (signal.Ignore, a parent's SIG_IGN, cgo code)")
-    } else if facts.threads > 0 && facts.sigurg_blocked_threads == facts.threads {
+    } else if facts.threads > 0 && blocked == facts.threads {
         Check::new("sigurg", Status::Fail, found + ": no thread can receive it")
             .fix("unblock SIGURG (a cgo library or the parent's signal mask blocks it)")
+    } else if blocked > 0 {
+        Check::new(
+            "sigurg",
+            Status::Warn,
+            found
+                + ": a goroutine running on such a thread is never preempted asynchronously \
+                   (the signal stays pending, and the runtime sends that thread no other)",
+        )
+        .fix(
+            "unblock SIGURG on those threads (pthread_sigmask or sigprocmask in cgo code, or \
+             on a thread locked with runtime.LockOSThread)",
+        )
     } else {
         Check::new("sigurg", Status::Pass, found)
     }
@@ -201,16 +225,53 @@ fn behaviour(s: &Summary, facts: Option<&ProcessFacts>, async_off: bool) -> Vec<
                 .into(),
         );
     }
+    let failures: Vec<String> = s
+        .tgkill_failures
+        .iter()
+        .map(|(errno, n)| format!("{} {n}", errno_name(*errno)))
+        .collect();
+    let failed = if failures.is_empty() {
+        String::new()
+    } else {
+        format!(" (failed: {})", failures.join(", "))
+    };
     let signals = format!(
-        "SIGURG: signalM {signal_m}, tgkill {tgkill}, delivered {delivered}, handled {handled}"
+        "SIGURG: signalM {signal_m}, tgkill {tgkill}{failed}, delivered {delivered}, \
+         handled {handled}"
     );
     let seccomp_filter = facts.is_some_and(|f| f.seccomp == Some(2));
+    // ESRCH is a thread that exited between the runtime's choice and the call: benign.
+    let denied: u64 = s
+        .tgkill_failures
+        .iter()
+        .filter(|(errno, _)| **errno != libc::ESRCH as u32)
+        .map(|(_, n)| n)
+        .sum();
     // sysmon asks every 10 ms; the runtime sends one SIGURG per M until its handler runs
     // (m.signalPending), so a signal that never arrives shows as requests repeated with
     // no signal at all, or signalM with no tgkill.
     let raw_requests = n(EventKind::PreemptOne);
     let stuck = !async_off && tgkill == 0 && (signal_m > 0 || raw_requests >= STUCK_REQUESTS);
-    checks.push(if stuck {
+    checks.push(if denied > 0 {
+        let cause = match (
+            s.tgkill_failures.contains_key(&(libc::EPERM as u32)),
+            seccomp_filter,
+        ) {
+            (true, true) => "the process's seccomp filter (Seccomp: 2) denies tgkill with EPERM",
+            (true, false) => "EPERM without a seccomp filter: an LSM (SELinux, AppArmor) denies it",
+            _ => "the kernel refused it",
+        };
+        Check::new(
+            "tgkill",
+            Status::Fail,
+            format!(
+                "{signals}: the runtime's SIGURG was refused: {cause}; the runtime then \
+                 believes a signal is pending and sends that thread no other, so its tight \
+                 loops are never preempted (and can hang GC and main)"
+            ),
+        )
+        .fix("allow tgkill (and rt_sigreturn) in the seccomp profile")
+    } else if stuck {
         let cause = if seccomp_filter {
             "a seccomp filter (Seccomp: 2) most likely denies tgkill"
         } else {

@@ -730,6 +730,12 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             event::uint(buf, "target_tid", u64::from(*target_tid));
             event::uint(buf, "sig", u64::from(*sig));
         }
+        EventData::TgkillFailed {
+            target_tid, errno, ..
+        } => {
+            event::uint(buf, "target_tid", u64::from(*target_tid));
+            event::str(buf, "error", crate::events::errno_name(*errno));
+        }
         EventData::SignalGenerate {
             target_tid,
             sig,
