@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fixtures;
 mod go;
+mod kernels;
 mod offsets;
 mod setup;
 mod test;
@@ -41,6 +42,9 @@ enum Command {
     /// Everything CI checks: fmt, clippy (host and BPF), unit tests, and privileged
     /// integration tests with real BPF against real Go fixtures.
     Test(test::TestArgs),
+    /// Boot the newest kernel of each chosen Debian suite under qemu and run integration
+    /// tests inside it; prints a pass/fail table.
+    Kernels(kernels::KernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::GenOffsets(args) => offsets::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Kernels(args) => kernels::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -439,12 +439,42 @@ fn load_once<P: Loadable>(program: &mut P, name: &'static str) -> Result<(), Loa
     })
 }
 
-/// One line out of a verifier log: the last line that says what went wrong.
+/// One line out of a verifier log: the last line that says what went wrong, with any
+/// helper the kernel does not know named.
 fn verifier_summary(io_error: &str, log: &str) -> String {
     if log.trim().is_empty() {
         return io_error.to_string();
     }
     format!("{} ({io_error})", multi::last_complaint(log))
+}
+
+/// BPF helpers the kernel side calls that are newer than the ring buffer (5.8), by id,
+/// with the release that added them (include/uapi/linux/bpf.h).
+const NEWER_HELPERS: [(u32, &str, &str); 4] = [
+    (158, "bpf_get_current_task_btf", "5.11"),
+    (173, "bpf_get_func_ip", "5.15"),
+    (174, "bpf_get_attach_cookie", "5.15"),
+    (175, "bpf_task_pt_regs", "5.15"),
+];
+
+/// A kernel too old for a helper calls it `unknown#ID`: say which one, and which Linux
+/// release has it.
+pub(crate) fn name_unknown_helpers(complaint: &str) -> String {
+    let mut text = complaint.to_string();
+    for (id, name, release) in NEWER_HELPERS {
+        let unknown = format!("unknown#{id}");
+        if let Some(at) = text.find(&unknown) {
+            let end = at + unknown.len();
+            // `unknown#15` must not match inside `unknown#158`.
+            if !text[end..].starts_with(|c: char| c.is_ascii_digit()) {
+                text.insert_str(
+                    end,
+                    &format!(" (helper {name}: needs Linux {release} or newer)"),
+                );
+            }
+        }
+    }
+    text
 }
 
 trait Loadable {
@@ -491,6 +521,14 @@ mod tests {
             "R1 invalid mem access 'scalar' (Permission denied (os error 13))"
         );
         assert_eq!(verifier_summary("EINVAL", ""), "EINVAL");
+        assert_eq!(
+            verifier_summary(
+                "EINVAL",
+                "0: (85) call unknown#158\ninvalid func unknown#158\n"
+            ),
+            "invalid func unknown#158 (helper bpf_get_current_task_btf: needs Linux 5.11 or \
+             newer) (EINVAL)"
+        );
     }
 
     #[test]

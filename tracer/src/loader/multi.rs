@@ -171,7 +171,7 @@ impl MultiProgram {
             }
             bpf(BPF_PROG_LOAD, &mut attr)
         };
-        match load(None) {
+        let loaded = match load(None) {
             Ok(fd) => Ok(MultiProgram { fd }),
             Err(err)
                 if err.raw_os_error() == Some(libc::EINVAL)
@@ -197,6 +197,32 @@ impl MultiProgram {
                 summary: err.to_string(),
                 log: String::new(),
             }),
+        }?;
+        if loaded.links_are_supported() {
+            Ok(loaded)
+        } else {
+            Err(MultiError::Unsupported)
+        }
+    }
+
+    /// Kernels before 6.6 load a kprobe-type program whatever its expected attach type
+    /// (so the load above proves nothing), then refuse the link with EINVAL before looking
+    /// at its arguments. 6.6+ looks the path up first: a path that does not exist gives
+    /// ENOENT there, and nothing is attached either way.
+    fn links_are_supported(&self) -> bool {
+        let path = c"/nonexistent/goprobe-uprobe-multi-probe";
+        let offsets = [0u64];
+        let mut attr = UprobeMultiLinkAttr {
+            prog_fd: self.fd.as_fd().as_raw_fd() as u32,
+            attach_type: BPF_TRACE_UPROBE_MULTI,
+            path: path.as_ptr() as u64,
+            offsets: offsets.as_ptr() as u64,
+            cnt: 1,
+            ..UprobeMultiLinkAttr::default()
+        };
+        match bpf(BPF_LINK_CREATE, &mut attr) {
+            Ok(_) => true,
+            Err(err) => err.raw_os_error() != Some(libc::EINVAL),
         }
     }
 
@@ -251,7 +277,8 @@ fn map_fd(map: &Map) -> Option<RawFd> {
 
 /// The last line of a verifier log that says what went wrong.
 pub fn last_complaint(log: &str) -> String {
-    log.lines()
+    let line = log
+        .lines()
         .rev()
         .map(str::trim)
         .find(|line| {
@@ -260,8 +287,8 @@ pub fn last_complaint(log: &str) -> String {
                 && !line.starts_with("verification time")
                 && !line.starts_with("stack depth")
         })
-        .unwrap_or("rejected")
-        .to_owned()
+        .unwrap_or("rejected");
+    super::name_unknown_helpers(line)
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
             (target, Some(paused))
         }
     };
-    let attached = attach_target(&mut tracer, &prepared, &target, kernel);
+    let attached = attach_target(&mut tracer, &prepared, &target, cli.verbose);
     let probes = match attached {
         Ok(probes) => probes,
         Err(err) => {
@@ -265,8 +265,10 @@ fn attach_target(
     tracer: &mut LoadedTracer,
     prepared: &Prepared,
     target: &Target,
-    kernel: &KernelFacts,
+    verbose: u8,
 ) -> anyhow::Result<Vec<ProbeLine>> {
+    // Programs load lazily, on their first attach: a verifier rejection surfaces here.
+    let detail = |err| verifier_detail(err, verbose);
     const SLOT: u32 = 0;
     let config = offsets::binary_config(
         prepared.layout.offsets.as_ref(),
@@ -282,21 +284,22 @@ fn attach_target(
     // One traced process of this binary: the kernel filters the others out before the
     // program even runs.
     let pid: Option<NonZeroU32> = Some(target.pid);
-    let uprobe_results = tracer.attach_uprobes(&target.attach_path, &points, pid)?;
+    let uprobe_results = tracer
+        .attach_uprobes(&target.attach_path, &points, pid)
+        .map_err(detail)?;
     let mut tracepoint_results = Vec::new();
     for planned in prepared.plan.iter().filter(|p| p.will_attach()) {
         let result = match planned.spec.target {
-            probes::ProbeTarget::Tracepoint { category, name } => {
-                tracer.attach_tracepoint(planned.spec.program, category, name)?
-            }
-            probes::ProbeTarget::RawTracepoint { name } => {
-                tracer.attach_raw_tracepoint(planned.spec.program, name)?
-            }
+            probes::ProbeTarget::Tracepoint { category, name } => tracer
+                .attach_tracepoint(planned.spec.program, category, name)
+                .map_err(detail)?,
+            probes::ProbeTarget::RawTracepoint { name } => tracer
+                .attach_raw_tracepoint(planned.spec.program, name)
+                .map_err(detail)?,
             _ => continue,
         };
         tracepoint_results.push((planned.spec.program, planned.spec.kind, result));
     }
-    let _ = kernel;
     probes::attach_report(&prepared.plan, &uprobe_results, &tracepoint_results)
 }
 

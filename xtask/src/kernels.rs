@@ -1,0 +1,452 @@
+//! `cargo xtask kernels`: goprobe's integration tests inside other kernels, under qemu.
+//!
+//! Each kernel is the newest `linux-image-*-amd64` of a Debian suite, fetched with
+//! `apt-get download` (a private apt state per suite under `target/kernels/`, so the
+//! host's sources are untouched) and unpacked with `dpkg-deb`. The guest boots a
+//! busybox-static initramfs that loads the virtio, 9p and overlay modules from the same
+//! package, mounts the host's root read-only over 9p with a tmpfs overlay on top (so the
+//! guest runs the very binaries and fixtures built here), mounts proc, sysfs, tracefs and
+//! bpffs, brings up loopback, and runs the chosen integration test binaries one after
+//! another. Results come back through a second, writable 9p share. KVM is used when
+//! `/dev/kvm` works and the CPU has vmx or svm; otherwise TCG, 5–10× slower.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use crate::{fixtures, go, setup, util};
+
+#[derive(Args, Clone, Debug)]
+pub struct KernelsArgs {
+    /// Debian suites whose newest amd64 kernel to boot (comma separated): bullseye (5.10),
+    /// bookworm (6.1), bookworm-backports, trixie, sid, …
+    #[arg(long, value_delimiter = ',', default_value = "bookworm")]
+    pub kernel: Vec<String>,
+    /// Integration test files (tests/tests/NAME.rs) to run in each guest.
+    #[arg(long, value_delimiter = ',', default_value = "verify,chain")]
+    pub tests: Vec<String>,
+    /// Guest memory.
+    #[arg(long, default_value_t = 3072)]
+    pub memory_mib: u32,
+    /// Give up on a guest after this many minutes.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_minutes: u64,
+    /// Arguments for each test binary, after `--` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub harness_args: Vec<String>,
+}
+
+/// Modules the initramfs loads, by file stem; absent ones (built in, or merged into
+/// another in that release) are skipped, and the loop in `init` settles the order.
+const MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for pass in 1 2 3 4; do for m in /modules/*.ko; do insmod "$m" 2>/dev/null; done; done
+mkdir -p /host /rw /merged
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /host || echo "goprobe-guest: 9p root failed"
+mount -t tmpfs tmpfs /rw; mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /merged || echo "goprobe-guest: overlay failed"
+mkdir -p /merged/goprobe-out
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /merged/goprobe-out
+chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; ip link set lo up; . /goprobe-out/run.sh'
+sync
+poweroff -f
+"#;
+
+pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
+    if !util::is_root() {
+        bail!("cargo xtask kernels needs root (apt-get, and the tests in the guest run as root)");
+    }
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+    ] {
+        if Command::new(tool).arg("--help").output().is_err() {
+            util::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends", package])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        }
+    }
+    let root = util::workspace_root();
+    let binaries = build_host_side(&root, &args.tests)?;
+    let accel = accelerator();
+    let mut rows = Vec::new();
+    for suite in &args.kernel {
+        let kernel = fetch_kernel(&root, suite)?;
+        let initrd = initramfs(&kernel)?;
+        let results = boot(&root, args, &kernel, &initrd, &binaries, accel)?;
+        rows.extend(
+            results
+                .into_iter()
+                .map(|(test, outcome)| (format!("{suite} ({})", kernel.release), test, outcome)),
+        );
+    }
+    println!("\nkernel matrix (qemu, {accel})");
+    println!("{:<36} {:<12} result", "kernel", "tests");
+    let mut failed = 0;
+    for (kernel, test, outcome) in &rows {
+        if !outcome.starts_with("pass") {
+            failed += 1;
+        }
+        println!("{kernel:<36} {test:<12} {outcome}");
+    }
+    if failed > 0 {
+        bail!("{failed} of {} test files failed in a guest", rows.len());
+    }
+    Ok(())
+}
+
+/// Builds goprobe, the newest release's fixtures and the chosen test binaries, as
+/// `cargo xtask test` does; returns (test name, executable).
+fn build_host_side(root: &Path, tests: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let setup = setup::run(&setup::SetupArgs {
+        go: vec![go::NEWEST.to_string()],
+        all_go: false,
+    })?;
+    util::run(
+        Command::new("cargo")
+            .current_dir(root)
+            .args(["build", "--package", "goprobe"]),
+    )?;
+    let toolchain = &setup.go[setup.go.len() - 1];
+    for variant in fixtures::Variant::ALL {
+        fixtures::build(toolchain, variant)?;
+    }
+    fixtures::ship_workload(toolchain, &root.join("target/debug"))?;
+    let newest = go::ensure(go::NEWEST)?;
+    util::run(
+        newest
+            .command()
+            .current_dir(root.join("tests/tracecount"))
+            .args(["build", "-o"])
+            .arg(root.join("target/tools/tracecount"))
+            .arg("."),
+    )?;
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(root)
+        .args(["test", "--package", "goprobe-integration", "--no-run"])
+        .args(["--message-format", "json"]);
+    for test in tests {
+        build.args(["--test", test]);
+    }
+    let out = util::output(&mut build)?;
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" || message["target"]["kind"][0] != "test" {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            binaries.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    for test in tests {
+        if !binaries.iter().any(|(name, _)| name == test) {
+            bail!("no integration test file tests/tests/{test}.rs");
+        }
+    }
+    Ok(binaries)
+}
+
+fn accelerator() -> &'static str {
+    let cpu = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let virt = cpu
+        .split_whitespace()
+        .any(|flag| flag == "vmx" || flag == "svm");
+    let kvm = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if virt && kvm { "kvm" } else { "tcg" }
+}
+
+struct Kernel {
+    dir: PathBuf,
+    release: String,
+    vmlinuz: PathBuf,
+    modules: PathBuf,
+}
+
+/// The newest `linux-image-N-amd64` of `suite`, downloaded and unpacked once.
+fn fetch_kernel(root: &Path, suite: &str) -> anyhow::Result<Kernel> {
+    let dir = root.join("target/kernels").join(suite);
+    let apt = dir.join("apt");
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(apt.join(sub))?;
+    }
+    let security = match suite {
+        "bullseye" | "bookworm" | "trixie" => {
+            format!("deb http://deb.debian.org/debian-security {suite}-security main\n")
+        }
+        _ => String::new(),
+    };
+    fs::write(
+        apt.join("sources.list"),
+        format!("deb http://deb.debian.org/debian {suite} main\n{security}"),
+    )?;
+    let apt_options = |cmd: &mut Command| {
+        cmd.arg("-o")
+            .arg(format!(
+                "Dir::Etc::SourceList={}",
+                apt.join("sources.list").display()
+            ))
+            .args(["-o", "Dir::Etc::SourceParts=/nonexistent"])
+            .arg("-o")
+            .arg(format!("Dir::State::Lists={}", apt.join("lists").display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", apt.join("cache").display()))
+            .args(["-o", "APT::Sandbox::User=root"]);
+    };
+    if fs::read_dir(apt.join("lists"))?.count() <= 1 {
+        let mut update = Command::new("apt-get");
+        apt_options(&mut update);
+        util::run(update.arg("update").arg("-q"))?;
+    }
+    let mut search = Command::new("apt-cache");
+    apt_options(&mut search);
+    let found = util::stdout(search.args([
+        "search",
+        "--names-only",
+        r"^linux-image-[0-9][0-9.]*-[0-9]+-amd64$",
+    ]))?;
+    let mut packages: Vec<&str> = found
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    packages.sort_by_key(|name| version_key(name));
+    let Some(package) = packages.last().copied() else {
+        bail!("no linux-image-*-amd64 package in Debian {suite}");
+    };
+    let release = package.trim_start_matches("linux-image-").to_string();
+    let unpacked = dir.join(&release);
+    if !unpacked.join("boot").exists() {
+        let mut download = Command::new("apt-get");
+        apt_options(&mut download);
+        util::run(download.current_dir(&dir).args(["download", package]))?;
+        let deb = fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+            })
+            .with_context(|| format!("apt-get download {package} left no .deb"))?;
+        util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    Ok(Kernel {
+        vmlinuz: unpacked.join(format!("boot/vmlinuz-{release}")),
+        modules: unpacked.join(format!("lib/modules/{release}")),
+        dir,
+        release,
+    })
+}
+
+/// `linux-image-6.1.0-48-amd64` → [6, 1, 0, 48]: newest last.
+fn version_key(package: &str) -> Vec<u64> {
+    package
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse().ok())
+        .collect()
+}
+
+/// The busybox initramfs with this kernel's modules, decompressed (busybox's insmod
+/// takes plain `.ko`).
+fn initramfs(kernel: &Kernel) -> anyhow::Result<PathBuf> {
+    let tree = kernel.dir.join("initramfs");
+    let _ = fs::remove_dir_all(&tree);
+    for sub in ["bin", "modules", "proc", "sys", "dev"] {
+        fs::create_dir_all(tree.join(sub))?;
+    }
+    let busybox = util::stdout(Command::new("sh").args(["-c", "command -v busybox"]))?;
+    fs::copy(&busybox, tree.join("bin/busybox"))?;
+    let mut files = Vec::new();
+    collect_files(&kernel.modules.join("kernel"), &mut files)?;
+    for stem in MODULES {
+        let Some(file) = files.iter().find(|f| {
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            name == format!("{stem}.ko") || name.starts_with(&format!("{stem}.ko."))
+        }) else {
+            continue;
+        };
+        let to = tree.join("modules").join(format!("{stem}.ko"));
+        let name = file.to_string_lossy();
+        let decompress = if name.ends_with(".xz") {
+            Some("xz")
+        } else if name.ends_with(".zst") {
+            Some("zstd")
+        } else {
+            None
+        };
+        match decompress {
+            Some(tool) => {
+                let out = util::output(Command::new(tool).args(["-d", "-c"]).arg(file))?;
+                fs::write(&to, out.stdout)?;
+            }
+            None => {
+                fs::copy(file, &to)?;
+            }
+        }
+    }
+    let init = tree.join("init");
+    fs::write(&init, INIT)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    let image = kernel
+        .dir
+        .join(format!("initramfs-{}.cpio.gz", kernel.release));
+    util::run(Command::new("sh").current_dir(&tree).arg("-c").arg(format!(
+        "find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > {}",
+        image.display()
+    )))?;
+    Ok(image)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Boots `kernel` and runs each test binary in it: (test, "pass …" / "FAIL …").
+fn boot(
+    root: &Path,
+    args: &KernelsArgs,
+    kernel: &Kernel,
+    initrd: &Path,
+    binaries: &[(String, PathBuf)],
+    accel: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let out = kernel.dir.join("out");
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out)?;
+    let newest = go::ensure(go::NEWEST)?;
+    let quote = |p: &Path| format!("'{}'", p.display());
+    let harness: String = args
+        .harness_args
+        .iter()
+        .map(|a| format!(" '{a}'"))
+        .collect();
+    let mut script = format!(
+        "cd {}\nexport GOPROBE_BIN={} GOPROBE_FIXTURES={} GOPROBE_GO_RELEASES={} \
+         GOPROBE_TRACECOUNT={} GOPROBE_TRACE_GO={} GOCACHE=/tmp/go-cache GOPATH=/tmp/go-path\n\
+         uname -r > /goprobe-out/uname\n",
+        quote(root),
+        quote(&root.join("target/debug/goprobe")),
+        quote(&root.join("target/fixtures")),
+        go::NEWEST,
+        quote(&root.join("target/tools/tracecount")),
+        quote(&newest.go),
+    );
+    for test in &args.tests {
+        let (_, exe) = binaries
+            .iter()
+            .find(|(name, _)| name == test)
+            .expect("built above");
+        script += &format!(
+            "start=$(date +%s); {} --test-threads=1{harness} > /goprobe-out/{test}.log 2>&1; \
+             echo \"$? $(( $(date +%s) - start ))\" > /goprobe-out/{test}.rc\n",
+            quote(exe)
+        );
+    }
+    fs::write(out.join("run.sh"), script)?;
+
+    let console = kernel.dir.join("console.log");
+    let started = Instant::now();
+    eprintln!(
+        "xtask: booting {} ({accel}); console in {}",
+        kernel.release,
+        console.display()
+    );
+    let mut qemu = Command::new("timeout");
+    qemu.arg(format!("{}m", args.timeout_minutes))
+        .arg("qemu-system-x86_64")
+        .args(["-accel", accel, "-smp", "2", "-m"])
+        .arg(args.memory_mib.to_string())
+        .args(["-nographic", "-no-reboot", "-net", "none"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 rdinit=/init panic=-1 quiet",
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-virtfs",
+        ])
+        .arg(format!(
+            "local,path={},mount_tag=out,security_model=none",
+            out.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&console)?)
+        .stderr(std::process::Stdio::inherit());
+    let status = qemu.status().context("starting qemu-system-x86_64")?;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "xtask: {} finished after {:.0} s ({status})",
+        kernel.release,
+        elapsed.as_secs_f64()
+    );
+    let uname = fs::read_to_string(out.join("uname")).unwrap_or_default();
+    if uname.trim() != kernel.release {
+        bail!(
+            "the guest never ran the tests (uname {:?}); see {}",
+            uname.trim(),
+            console.display()
+        );
+    }
+    let mut results = Vec::new();
+    for test in &args.tests {
+        let rc = fs::read_to_string(out.join(format!("{test}.rc"))).unwrap_or_default();
+        let mut parts = rc.split_whitespace();
+        let outcome = match (parts.next(), parts.next()) {
+            (Some("0"), Some(secs)) => format!("pass ({secs} s)"),
+            (Some(code), Some(secs)) => format!(
+                "FAIL (exit {code}, {secs} s; {})",
+                out.join(format!("{test}.log")).display()
+            ),
+            _ => format!(
+                "FAIL (did not finish within {} min)",
+                Duration::from_secs(args.timeout_minutes * 60).as_secs() / 60
+            ),
+        };
+        results.push((test.clone(), outcome));
+    }
+    Ok(results)
+}
