@@ -114,7 +114,10 @@ fn kernel() -> Check {
         Check::new(
             "kernel",
             Status::Fail,
-            format!("Linux {release}: goprobe needs 5.15 or newer (bpf_task_pt_regs)"),
+            format!(
+                "Linux {release}: goprobe needs 5.15 or newer (bpf_get_attach_cookie, \
+                 bpf_task_pt_regs)"
+            ),
         )
     }
 }
