@@ -236,7 +236,8 @@ fn fetch_kernel(root: &Path, suite: &str) -> anyhow::Result<Kernel> {
     let found = util::stdout(search.args([
         "search",
         "--names-only",
-        r"^linux-image-[0-9][0-9.]*-[0-9]+-amd64$",
+        // `6.1.0-57-amd64` (bookworm and older), `6.12.57+deb13-amd64` (trixie on).
+        r"^linux-image-[0-9][0-9.]*(-[0-9]+|\+deb[0-9]+)-amd64$",
     ]))?;
     let mut packages: Vec<&str> = found
         .lines()
@@ -264,7 +265,12 @@ fn fetch_kernel(root: &Path, suite: &str) -> anyhow::Result<Kernel> {
     }
     Ok(Kernel {
         vmlinuz: unpacked.join(format!("boot/vmlinuz-{release}")),
-        modules: unpacked.join(format!("lib/modules/{release}")),
+        // trixie and later ship them under /usr (merged /usr).
+        modules: ["lib/modules", "usr/lib/modules"]
+            .iter()
+            .map(|dir| unpacked.join(dir).join(&release))
+            .find(|dir| dir.exists())
+            .with_context(|| format!("{package} has no lib/modules/{release}"))?,
         dir,
         release,
     })
