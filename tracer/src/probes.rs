@@ -107,6 +107,7 @@ impl ProbeSpec {
         match (self.link, self.kind) {
             (Some(link), _) => link.describe(),
             (None, EventKind::Execute) => "run",
+            (None, EventKind::TgkillFailed) => "SIGURG refused",
             (None, _) => "yield",
         }
     }
