@@ -68,6 +68,14 @@ fn planned_offset(goprobe: &Path, binary: &Path, function: &str) -> u64 {
         .output()
         .expect("goprobe --list-probes");
     let text = String::from_utf8_lossy(&out.stdout);
+    // The last line: how this kernel attaches, probed by loading the object (as root).
+    let kernel = text.lines().last().unwrap_or_default();
+    assert!(
+        kernel.starts_with("kernel: Linux ")
+            && (kernel.ends_with("uprobes: uprobe_multi")
+                || kernel.contains("uprobes: perf-event uprobe links")),
+        "{kernel}"
+    );
     let line = text
         .lines()
         .find(|line| {

@@ -399,6 +399,23 @@ fn per_kind_of<T: std::borrow::Borrow<MapData>>(
     Ok(counts)
 }
 
+/// How this kernel attaches a binary's uprobes, found by loading the object with small
+/// rings (needs CAP_BPF and CAP_PERFMON): a load error is the kernel refusing the object.
+pub fn probe_uprobe_mode(settings: &Settings) -> Result<String, LoadError> {
+    let rings = RingSizes {
+        chain: 64 * 1024,
+        bulk: 4096,
+    };
+    let tracer = LoadedTracer::load(settings, rings, 0)?;
+    Ok(match tracer.uprobe_mode() {
+        UprobeMode::Multi => "uprobe_multi".to_string(),
+        UprobeMode::PerfLinks => format!(
+            "perf-event uprobe links ({})",
+            tracer.multi_unavailable().unwrap_or("no uprobe_multi")
+        ),
+    })
+}
+
 /// A `log::Log` for the kernel side's records: stderr, never panicking.
 pub struct StderrLog;
 

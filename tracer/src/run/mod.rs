@@ -74,12 +74,17 @@ pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
     };
     let prepared = prepare(&cli, kernel.as_ref())?;
     let Some(kernel) = kernel else {
-        return match probes::print_plan(
+        let printed = probes::print_plan(
             &prepared.shown_path,
             &prepared.version,
             &prepared.layout.source,
             &prepared.plan,
-        ) {
+        )
+        .and_then(|()| {
+            use std::io::Write as _;
+            writeln!(io::stdout().lock(), "{}", kernel_features())
+        });
+        return match printed {
             // `goprobe --list-probes | head` closing the pipe is not an error.
             Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
             _ => Ok(Finished {
@@ -301,6 +306,30 @@ fn attach_target(
         tracepoint_results.push((planned.spec.program, planned.spec.kind, result));
     }
     probes::attach_report(&prepared.plan, &uprobe_results, &tracepoint_results)
+}
+
+/// The kernel facts that decide how goprobe attaches, for `--list-probes`. The uprobe mode
+/// takes loading the object, so it is only probed with the privileges for that.
+fn kernel_features() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    let readable_tracefs =
+        std::fs::metadata(std::path::Path::new(preflight::TRACEFS).join("events")).is_ok();
+    let uprobes = if preflight::check_privileges().is_ok() && readable_tracefs {
+        match KernelFacts::read(preflight::TRACEFS.as_ref(), false) {
+            Ok(facts) => crate::loader::probe_uprobe_mode(&facts.settings)
+                .unwrap_or_else(|err| format!("the object does not load: {err}")),
+            Err(err) => format!("unknown (tracepoint formats: {err})"),
+        }
+    } else {
+        "not probed (needs root, or CAP_BPF, CAP_PERFMON and a readable tracefs)".to_string()
+    };
+    format!(
+        "kernel: Linux {}; BTF {}; signal tracepoints {}; uprobes: {uprobes}",
+        release.trim(),
+        if btf { "present" } else { "absent" },
+        if btf { "raw (BTF)" } else { "classic" },
+    )
 }
 
 fn warn_async_preemption_off(target: &Target) {

@@ -5,11 +5,7 @@
 use std::{fs, path::Path};
 
 use super::{Check, Report, Status, VerifyCli, shipped_workload, target};
-use crate::{
-    host::KernelFacts,
-    loader::{LoadedTracer, RingSizes, UprobeMode},
-    preflight,
-};
+use crate::{host::KernelFacts, preflight};
 
 /// The initial pid namespace's inode number (`PROC_PID_INIT_INO`): the host's.
 const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
@@ -193,25 +189,12 @@ fn bpf() -> Check {
         Ok(facts) => facts,
         Err(err) => return Check::new("bpf", Status::Fail, format!("tracepoint formats: {err}")),
     };
-    let rings = RingSizes {
-        chain: 64 * 1024,
-        bulk: 4096,
-    };
-    match LoadedTracer::load(&facts.settings, rings, 0) {
-        Ok(tracer) => {
-            let mode = match tracer.uprobe_mode() {
-                UprobeMode::Multi => "uprobe_multi".to_string(),
-                UprobeMode::PerfLinks => format!(
-                    "perf-event uprobe links ({})",
-                    tracer.multi_unavailable().unwrap_or("no uprobe_multi")
-                ),
-            };
-            Check::new(
-                "bpf",
-                Status::Pass,
-                format!("the BPF object loads (ring buffers, verifier); attach by {mode}"),
-            )
-        }
+    match crate::loader::probe_uprobe_mode(&facts.settings) {
+        Ok(mode) => Check::new(
+            "bpf",
+            Status::Pass,
+            format!("the BPF object loads (ring buffers, verifier); attach by {mode}"),
+        ),
         Err(err) => Check::new("bpf", Status::Fail, err.to_string()),
     }
 }
