@@ -24,9 +24,10 @@ use crate::{fixtures, go, setup, util};
 
 #[derive(Args, Clone, Debug)]
 pub struct KernelsArgs {
-    /// Debian suites whose newest amd64 kernel to boot (comma separated): bullseye (5.10),
-    /// bookworm (6.1), bookworm-backports, trixie, sid, …
-    #[arg(long, value_delimiter = ',', default_value = "bookworm")]
+    /// Kernels to boot (comma separated), each `SUITE[:RELEASE-PREFIX]`: the newest amd64
+    /// kernel of that Debian suite whose release starts with the prefix. bullseye (5.10),
+    /// bookworm:6.1, bookworm (its newest: 6.12 from bookworm-security), trixie (6.12), …
+    #[arg(long, value_delimiter = ',', default_value = "bookworm:6.1")]
     pub kernel: Vec<String>,
     /// Integration test files (tests/tests/NAME.rs) to run in each guest.
     #[arg(long, value_delimiter = ',', default_value = "verify,chain")]
@@ -93,8 +94,9 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     let binaries = build_host_side(&root, &args.tests)?;
     let accel = accelerator();
     let mut rows = Vec::new();
-    for suite in &args.kernel {
-        let kernel = fetch_kernel(&root, suite)?;
+    for spec in &args.kernel {
+        let (suite, prefix) = spec.split_once(':').unwrap_or((spec, ""));
+        let kernel = fetch_kernel(&root, suite, prefix)?;
         let initrd = initramfs(&kernel)?;
         let results = boot(&root, args, &kernel, &initrd, &binaries, accel)?;
         rows.extend(
@@ -196,8 +198,9 @@ struct Kernel {
     modules: PathBuf,
 }
 
-/// The newest `linux-image-N-amd64` of `suite`, downloaded and unpacked once.
-fn fetch_kernel(root: &Path, suite: &str) -> anyhow::Result<Kernel> {
+/// The newest `linux-image-N-amd64` of `suite` whose release starts with `prefix` (and
+/// then `.` or `-`, so `6.1` is not `6.12`), downloaded and unpacked once.
+fn fetch_kernel(root: &Path, suite: &str, prefix: &str) -> anyhow::Result<Kernel> {
     let dir = root.join("target/kernels").join(suite);
     let apt = dir.join("apt");
     for sub in ["lists/partial", "cache/archives/partial"] {
@@ -242,10 +245,17 @@ fn fetch_kernel(root: &Path, suite: &str) -> anyhow::Result<Kernel> {
     let mut packages: Vec<&str> = found
         .lines()
         .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            let release = name.trim_start_matches("linux-image-");
+            prefix.is_empty()
+                || release
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with(['.', '-', '+']))
+        })
         .collect();
     packages.sort_by_key(|name| version_key(name));
     let Some(package) = packages.last().copied() else {
-        bail!("no linux-image-*-amd64 package in Debian {suite}");
+        bail!("no linux-image-{prefix}*-amd64 package in Debian {suite}");
     };
     let release = package.trim_start_matches("linux-image-").to_string();
     let unpacked = dir.join(&release);
