@@ -64,14 +64,7 @@ pub async fn verify(args: &VerifyCli) -> anyhow::Result<Report> {
     });
     checks.push(btf());
     checks.push(lockdown());
-    checks.push(Check::new(
-        "perf_event",
-        Status::Info,
-        format!(
-            "kernel.perf_event_paranoid {} (does not matter with CAP_PERFMON)",
-            read_trimmed("/proc/sys/kernel/perf_event_paranoid").unwrap_or_else(|| "?".into())
-        ),
-    ));
+    checks.push(perf_event(held.contains(&"CAP_SYS_ADMIN")));
     checks.push(namespaces());
     if privileged && tracefs.is_ok() {
         checks.push(bpf());
@@ -124,6 +117,34 @@ fn btf() -> Check {
     } else {
         Check::new("btf", Status::Fail, "no /sys/kernel/btf/vmlinux")
             .fix("use a kernel built with CONFIG_DEBUG_INFO_BTF")
+    }
+}
+
+/// Debian's kernels add a level 3 that refuses `perf_event_open` (classic tracepoints, and
+/// uprobes where there is no uprobe_multi) to all but CAP_SYS_ADMIN, CAP_PERFMON or not:
+/// seen in Debian 12's 6.1 under `cargo xtask kernels`.
+fn perf_event(sys_admin: bool) -> Check {
+    let level = read_trimmed("/proc/sys/kernel/perf_event_paranoid").unwrap_or_else(|| "?".into());
+    let found = format!("kernel.perf_event_paranoid {level}");
+    match level.parse::<i32>() {
+        Ok(3..) if !sys_admin => Check::new(
+            "perf_event",
+            Status::Warn,
+            found
+                + ": Debian's level 3 refuses perf_event_open without CAP_SYS_ADMIN, \
+                   CAP_PERFMON notwithstanding",
+        )
+        .fix("run goprobe as root, or set kernel.perf_event_paranoid=2"),
+        Ok(3..) => Check::new(
+            "perf_event",
+            Status::Info,
+            found + " (Debian's level 3: fine with CAP_SYS_ADMIN, which goprobe has)",
+        ),
+        _ => Check::new(
+            "perf_event",
+            Status::Info,
+            found + " (does not matter with CAP_PERFMON)",
+        ),
     }
 }
 
