@@ -379,7 +379,7 @@ fn boot(
         .collect();
     let mut script = format!(
         "cd {}\nexport GOPROBE_BIN={} GOPROBE_FIXTURES={} GOPROBE_GO_RELEASES={} \
-         GOPROBE_TRACECOUNT={} GOPROBE_TRACE_GO={} GOCACHE=/tmp/go-cache GOPATH=/tmp/go-path\n\
+         GOPROBE_TRACECOUNT={} GOPROBE_TRACE_GO={} GOCACHE={} GOPATH={}\n\
          uname -r > /goprobe-out/uname\n",
         quote(root),
         quote(&root.join("target/debug/goprobe")),
@@ -387,6 +387,10 @@ fn boot(
         go::NEWEST,
         quote(&root.join("target/tools/tracecount")),
         quote(&newest.go),
+        // The host's caches, through the overlay: `go tool trace` is already built there,
+        // and building it again under TCG takes minutes.
+        quote(&root.join("target/go-cache")),
+        quote(&root.join("target/go-path")),
     );
     for test in &args.tests {
         let (_, exe) = binaries
