@@ -102,12 +102,11 @@ fn try_tgkill_failed(ctx: &TracePointContext) -> Option<()> {
 /// The first three syscall arguments of the current task, from its saved user registers.
 #[inline(always)]
 fn user_args3() -> (u32, u32, u32) {
-    // SAFETY: as in [`user_pc_sp`].
+    let Some(regs) = user_regs() else {
+        return (0, 0, 0);
+    };
+    // SAFETY: read with bpf_probe_read_kernel, which fails instead of faulting.
     unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        if regs.is_null() {
-            return (0, 0, 0);
-        }
         let di = bpf_probe_read_kernel(&raw const (*regs).rdi).unwrap_or(0);
         let si = bpf_probe_read_kernel(&raw const (*regs).rsi).unwrap_or(0);
         let dx = bpf_probe_read_kernel(&raw const (*regs).rdx).unwrap_or(0);
@@ -235,15 +234,22 @@ fn siginfo_code(info: u64) -> i32 {
 /// before the signal frame is built, so these are still the interrupted values.
 #[inline(always)]
 fn user_pc_sp() -> (u64, u64) {
-    // SAFETY: both helpers accept the current task; the regs pointer is read with
-    // bpf_probe_read_kernel, which fails instead of faulting.
+    let Some(regs) = user_regs() else {
+        return (0, 0);
+    };
+    // SAFETY: read with bpf_probe_read_kernel, which fails instead of faulting.
     unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        if regs.is_null() {
-            return (0, 0);
-        }
         let pc = bpf_probe_read_kernel(&raw const (*regs).rip).unwrap_or(0);
         let sp = bpf_probe_read_kernel(&raw const (*regs).rsp).unwrap_or(0);
         (pc, sp)
     }
+}
+
+/// The current task's saved user-mode registers (only ever read with
+/// bpf_probe_read_kernel).
+#[inline(always)]
+fn user_regs() -> Option<*const pt_regs> {
+    // SAFETY: both helpers accept the current task.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    (!regs.is_null()).then_some(regs)
 }

@@ -301,9 +301,10 @@ impl Event {
     }
 }
 
-/// The symbolic name of an errno `tgkill` can return (and a few more), else `"errno N"`.
-pub fn errno_name(errno: u32) -> &'static str {
-    match errno as i32 {
+/// The symbolic name of an errno `tgkill` can return (and a few more), else `"errno N"`,
+/// so that distinct errnos never share a name (they are keys of the JSON summary).
+pub fn errno_name(errno: u32) -> std::borrow::Cow<'static, str> {
+    let name = match errno as i32 {
         libc::EPERM => "EPERM",
         libc::ESRCH => "ESRCH",
         libc::EINVAL => "EINVAL",
@@ -311,13 +312,21 @@ pub fn errno_name(errno: u32) -> &'static str {
         libc::EFAULT => "EFAULT",
         libc::ENOSYS => "ENOSYS",
         libc::EACCES => "EACCES",
-        _ => "other",
-    }
+        _ => return format!("errno {errno}").into(),
+    };
+    name.into()
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn errno_names_are_distinct() {
+        assert_eq!(errno_name(libc::EPERM as u32), "EPERM");
+        assert_eq!(errno_name(200), "errno 200");
+        assert_ne!(errno_name(200), errno_name(201));
+    }
 
     /// The kinds' names are the JSON schema's and the metrics' `kind` label values.
     #[test]

@@ -372,6 +372,15 @@ impl Summary {
         self.hop_distributions.get(&hop).unwrap_or(&UNSEEN)
     }
 
+    /// `EPERM 3, ESRCH 1`: the failed tgkill(SIGURG) calls by errno, for text.
+    pub fn tgkill_failure_counts(&self) -> String {
+        self.tgkill_failures
+            .iter()
+            .map(|(errno, n)| format!("{} {n}", crate::events::errno_name(*errno)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn lost_total(&self) -> u64 {
         self.kernel.lost.total()
     }

@@ -610,9 +610,11 @@ impl ProcessFacts {
             mask.and_then(|hex| u64::from_str_radix(&hex, 16).ok())
                 .is_some_and(|mask| mask & (1 << (libc::SIGURG - 1)) != 0)
         };
+        // `None` for a thread that is gone.
         let blocks_sigurg = |tid: &str| {
             fs::read_to_string(dir.join("task").join(tid).join("status"))
-                .is_ok_and(|status| has_sigurg(field(&status, "SigBlk")))
+                .ok()
+                .map(|status| has_sigurg(field(&status, "SigBlk")))
         };
         let mut facts = ProcessFacts {
             godebug: env_value(&environ, b"GODEBUG"),
@@ -628,12 +630,13 @@ impl ProcessFacts {
             .flatten()
             .flatten()
         {
-            let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            let Some(blocks) = blocks_sigurg(&tid) else {
                 continue;
             };
             facts.threads += 1;
-            if has_sigurg(field(&status, "SigBlk")) {
-                blocked.push(task.file_name().to_string_lossy().into_owned());
+            if blocks {
+                blocked.push(tid);
             }
         }
         if !blocked.is_empty() {
@@ -641,7 +644,7 @@ impl ProcessFacts {
         }
         facts.sigurg_blocked = blocked
             .into_iter()
-            .filter(|tid| blocks_sigurg(tid))
+            .filter(|tid| blocks_sigurg(tid) == Some(true))
             .filter_map(|tid| {
                 let name = fs::read_to_string(dir.join("task").join(&tid).join("comm"))
                     .unwrap_or_default();

@@ -98,7 +98,7 @@ event_line!(TgkillFailedLine {
     target_tid: u32,
     sig: u32,
     errno: u32,
-    error: &'static str,
+    error: std::borrow::Cow<'static, str>,
 });
 event_line!(GenerateLine {
     target_tid: u32,

@@ -297,15 +297,10 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         writeln!(out, "  refused: {}", reasons.join(", "))?;
     }
     if !s.tgkill_failures.is_empty() {
-        let failures: Vec<String> = s
-            .tgkill_failures
-            .iter()
-            .map(|(errno, n)| format!("{} {n}", crate::events::errno_name(*errno)))
-            .collect();
         writeln!(
             out,
             "  tgkill(SIGURG) failed: {} (no signal was sent)",
-            failures.join(", ")
+            s.tgkill_failure_counts()
         )?;
     }
     writeln!(out)?;

@@ -312,13 +312,18 @@ fn attach_target(
 /// takes loading the object, so it is only probed with the privileges for that.
 fn kernel_features() -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    let btf = std::path::Path::new(crate::host::VMLINUX_BTF).exists();
+    // Without the facts (they need tracefs), from whether the kernel has BTF at all.
+    let mut raw_tracepoints = btf;
     let readable_tracefs =
         std::fs::metadata(std::path::Path::new(preflight::TRACEFS).join("events")).is_ok();
     let uprobes = if preflight::check_privileges().is_ok() && readable_tracefs {
         match KernelFacts::read(preflight::TRACEFS.as_ref(), false) {
-            Ok(facts) => crate::loader::probe_uprobe_mode(&facts.settings)
-                .unwrap_or_else(|err| format!("the object does not load: {err}")),
+            Ok(facts) => {
+                raw_tracepoints = facts.raw_tracepoints();
+                crate::loader::probe_uprobe_mode(&facts.settings)
+                    .unwrap_or_else(|err| format!("the object does not load: {err}"))
+            }
             Err(err) => format!("unknown (tracepoint formats: {err})"),
         }
     } else {
@@ -328,7 +333,11 @@ fn kernel_features() -> String {
         "kernel: Linux {}; BTF {}; signal tracepoints {}; uprobes: {uprobes}",
         release.trim(),
         if btf { "present" } else { "absent" },
-        if btf { "raw (BTF)" } else { "classic" },
+        if raw_tracepoints {
+            "raw (BTF)"
+        } else {
+            "classic"
+        },
     )
 }
 

@@ -112,10 +112,11 @@ fn kernel() -> Check {
 }
 
 fn btf() -> Check {
-    if Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Check::new("btf", Status::Pass, "/sys/kernel/btf/vmlinux present")
+    use crate::host::VMLINUX_BTF;
+    if Path::new(VMLINUX_BTF).exists() {
+        Check::new("btf", Status::Pass, format!("{VMLINUX_BTF} present"))
     } else {
-        Check::new("btf", Status::Fail, "no /sys/kernel/btf/vmlinux")
+        Check::new("btf", Status::Fail, format!("no {VMLINUX_BTF}"))
             .fix("use a kernel built with CONFIG_DEBUG_INFO_BTF")
     }
 }

@@ -8,7 +8,6 @@ use super::{Check, Report, Status, VerifyCli};
 use crate::{
     cli::Cli,
     correlate::{Hop, Outcome, Requester},
-    events::errno_name,
     histogram::human_ns,
     summary::Summary,
     target::ProcessFacts,
@@ -225,15 +224,10 @@ fn behaviour(s: &Summary, facts: Option<&ProcessFacts>, async_off: bool) -> Vec<
                 .into(),
         );
     }
-    let failures: Vec<String> = s
-        .tgkill_failures
-        .iter()
-        .map(|(errno, n)| format!("{} {n}", errno_name(*errno)))
-        .collect();
-    let failed = if failures.is_empty() {
+    let failed = if s.tgkill_failures.is_empty() {
         String::new()
     } else {
-        format!(" (failed: {})", failures.join(", "))
+        format!(" (failed: {})", s.tgkill_failure_counts())
     };
     let signals = format!(
         "SIGURG: signalM {signal_m}, tgkill {tgkill}{failed}, delivered {delivered}, \

@@ -734,7 +734,7 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
             target_tid, errno, ..
         } => {
             event::uint(buf, "target_tid", u64::from(*target_tid));
-            event::str(buf, "error", crate::events::errno_name(*errno));
+            event::str(buf, "error", &crate::events::errno_name(*errno));
         }
         EventData::SignalGenerate {
             target_tid,
