@@ -16,6 +16,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod checks;
+pub mod tracefs;
+
 /// Where things are, from the environment `cargo xtask test` sets.
 pub struct Env {
     pub goprobe: PathBuf,

@@ -1,86 +1,12 @@
 //! The preemption chain on real Go processes, checked link by link against the fixture's
 //! own account of what it did.
 
-use std::collections::HashMap;
-
-use goprobe_integration::{Traced, env, trace_command, u64_of};
-use serde_json::Value;
+use goprobe_integration::{
+    checks::{assert_async_follows_sysmon_signal, assert_nothing_lost},
+    env, trace_command, u64_of,
+};
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2s"];
-
-/// Events sorted by time (the ring buffer keeps per-thread order; across CPUs the
-/// monotonic timestamps give the global one).
-fn by_time(traced: &Traced) -> Vec<&Value> {
-    let mut events: Vec<&Value> = traced.events.iter().collect();
-    events.sort_by_key(|e| u64_of(e, "ts_ns"));
-    events
-}
-
-/// Every async preemption on thread T is preceded, on T and after T's previous one, by a
-/// SIGURG delivery; every delivery by a tgkill aimed at T, from sysmon, not used by an
-/// earlier delivery.
-fn assert_async_follows_sysmon_signal(traced: &Traced, release: &str) {
-    let sysmon = traced.sysmon_tids();
-    assert_eq!(
-        sysmon.len(),
-        1,
-        "{release}: one sysmon thread, got {sysmon:?}"
-    );
-    let sysmon = sysmon[0];
-    let mut pending_tgkill: HashMap<u64, Vec<u64>> = HashMap::new(); // target tid → senders
-    let mut delivered: HashMap<u64, bool> = HashMap::new(); // tid → delivery not yet used
-    let mut checked = 0;
-    for event in by_time(traced) {
-        let tid = u64_of(event, "tid");
-        match event["kind"].as_str() {
-            Some("tgkill") => pending_tgkill
-                .entry(u64_of(event, "target_tid"))
-                .or_default()
-                .push(tid),
-            Some("signal_deliver") => {
-                let sender = pending_tgkill
-                    .get_mut(&tid)
-                    .and_then(|senders| senders.pop());
-                assert_eq!(
-                    sender,
-                    Some(sysmon),
-                    "{release}: SIGURG delivered to tid {tid} at {} without a tgkill from \
-                     sysmon (tid {sysmon}) before it",
-                    event["ts_ns"]
-                );
-                // A coalesced signal leaves older tgkills unmatched; they cannot explain a
-                // later delivery.
-                pending_tgkill.remove(&tid);
-                delivered.insert(tid, true);
-            }
-            Some("async_preempt") => {
-                assert_eq!(
-                    delivered.insert(tid, false),
-                    Some(true),
-                    "{release}: async preemption on tid {tid} at {} without its own SIGURG \
-                     delivery before it",
-                    event["ts_ns"]
-                );
-                checked += 1;
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(checked, traced.count("async_preempt"));
-}
-
-fn assert_nothing_lost(traced: &Traced, release: &str) {
-    let summary = &traced.summary;
-    assert_eq!(
-        summary["lost_total"], 0,
-        "{release}: lost events: {summary}"
-    );
-    assert_eq!(
-        summary["unaccounted"], 0,
-        "{release}: unaccounted: {summary}"
-    );
-    assert_eq!(summary["malformed"], 0, "{release}: malformed: {summary}");
-}
 
 #[test]
 fn spinner_async_preemptions_follow_sysmon_sigurg() {

@@ -19,6 +19,7 @@ macro_rules! diag {
 
 pub mod chain;
 pub mod cli;
+pub mod container;
 pub mod correlate;
 pub mod events;
 pub mod gobin;
@@ -26,6 +27,7 @@ pub mod histogram;
 pub mod host;
 pub mod loader;
 pub mod output;
+pub mod pidns;
 pub mod pipeline;
 pub mod placement;
 pub mod preflight;

@@ -11,6 +11,7 @@ use crate::{
     events::{Event, EventData, KernelCounters},
     gobin::GoBinary,
     output::{AttemptView, EventView, Output},
+    pidns::PidNamespace,
     ringbuf::Record,
     summary::{Aggregator, RunInfo, Summary},
     symbolize::{Location, Symbolizer},
@@ -25,6 +26,8 @@ pub struct Pipeline {
     pub start_ns: u64,
     /// The traced process.
     pid: u32,
+    /// Its pid namespace, when not goprobe's: its ids are turned into the host's.
+    namespace: Option<PidNamespace>,
     /// The next sequence number expected from each (stream, CPU).
     next_seq: HashMap<(u32, u32), u64>,
 }
@@ -36,6 +39,7 @@ impl Pipeline {
         bias: u64,
         outputs: Vec<Box<dyn Output>>,
         start_ns: u64,
+        namespace: Option<PidNamespace>,
     ) -> Pipeline {
         Pipeline {
             correlator: Correlator::new(),
@@ -44,14 +48,23 @@ impl Pipeline {
             outputs,
             start_ns,
             pid,
+            namespace,
             next_seq: HashMap::new(),
         }
     }
 
+    /// Ids the process's namespace translated, and those it could not.
+    pub fn namespace(&self) -> Option<&PidNamespace> {
+        self.namespace.as_ref()
+    }
+
     pub fn process(&mut self, record: Record) -> io::Result<()> {
         match record {
-            Record::Event(event) => {
+            Record::Event(mut event) => {
                 self.check_sequence(&event);
+                if let Some(namespace) = &mut self.namespace {
+                    to_host_ids(namespace, self.pid, &mut event);
+                }
                 let (location, caller) = locations(&mut self.symbolizer, &event);
                 let hints = Hints {
                     // The physical function: `preemptM` is inlined into its callers, so
@@ -154,6 +167,31 @@ impl Pipeline {
             output.flush()?;
         }
         Ok(summary)
+    }
+}
+
+/// The namespace ids in `event` as host ids: `m.procid`, and the target of a tgkill the
+/// process sent (one sent from outside names it by the sender's ids, left as they are).
+fn to_host_ids(namespace: &mut PidNamespace, pid: u32, event: &mut Event) {
+    match &mut event.data {
+        EventData::PreemptRequest { m_tid, .. } | EventData::SignalM { m_tid, .. } => {
+            if let Some(tid) = m_tid {
+                *tid = namespace.host_tid(*tid);
+            }
+        }
+        EventData::Tgkill {
+            target_tgid,
+            target_tid,
+            ..
+        }
+        | EventData::TgkillFailed {
+            target_tgid,
+            target_tid,
+            ..
+        } if event.tgid == pid => {
+            (*target_tgid, *target_tid) = namespace.host_tgkill_target(*target_tgid, *target_tid);
+        }
+        _ => {}
     }
 }
 

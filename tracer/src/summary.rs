@@ -311,6 +311,11 @@ pub struct RunInfo {
     pub voluntary_yields: Option<u64>,
     /// The target's `/proc` facts at the end of tracing, if it was still running.
     pub process: Option<crate::target::ProcessFacts>,
+    /// Its pid namespace and container, when not the host's.
+    pub container: crate::container::ContainerInfo,
+    /// Namespace thread ids that could not be turned into host ids (their thread had
+    /// exited before goprobe looked): records left with the namespace's id.
+    pub untranslated_ids: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -435,6 +435,13 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         ty: &'static str,
         schema: u32,
         pid: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ns_pid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<ContainerRow<'a>>,
+        untranslated_ids: u64,
         binary: &'a str,
         go_version: &'a str,
         duration_ns: u64,
@@ -469,10 +476,22 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         by_requester: Br,
         refusals: Rf,
     }
+    #[derive(Serialize)]
+    struct ContainerRow<'a> {
+        runtime: &'a str,
+        id: &'a str,
+    }
     let line = SummaryLine {
         ty: "summary",
         schema: SCHEMA_VERSION,
         pid: run.pid,
+        ns_pid: run.container.ns_pid,
+        cgroup: run.container.cgroup.as_deref(),
+        container: run.container.container.as_ref().map(|c| ContainerRow {
+            runtime: c.runtime,
+            id: &c.id,
+        }),
+        untranslated_ids: run.untranslated_ids,
         binary: &run.binary,
         go_version: &run.go_version,
         duration_ns: run.duration_ns,

@@ -229,6 +229,17 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         run.duration_ns as f64 / 1e9,
         run.end_reason
     )?;
+    if !run.container.is_host() {
+        writeln!(out, "  {}", run.container.describe())?;
+    }
+    if run.untranslated_ids > 0 {
+        writeln!(
+            out,
+            "  warning: {} thread ids of its pid namespace had no host id (their threads \
+             had exited): those records may be paired wrongly",
+            run.untranslated_ids
+        )?;
+    }
     writeln!(out)?;
     let p = &s.preemptions;
     writeln!(out, "preemptions")?;

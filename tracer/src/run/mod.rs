@@ -15,6 +15,7 @@ use stream::{Signals, finish, trace};
 
 use crate::{
     cli::Cli,
+    container::ContainerInfo,
     gobin::{
         GoBinary,
         offsets::{self, Layout},
@@ -22,6 +23,7 @@ use crate::{
     host::KernelFacts,
     loader::{LoadedTracer, RingSizes},
     output::Outputs,
+    pidns::PidNamespace,
     preflight,
     probes::{self, PlannedProbe, ReleaseFacts},
     ringbuf::monotonic_ns,
@@ -168,6 +170,9 @@ struct Session {
     bias: u64,
     /// Time zero of the relative timestamps: when the probes went live.
     start_ns: u64,
+    /// The target's pid namespace when not goprobe's (taken by the pipeline).
+    namespace: Option<PidNamespace>,
+    container: ContainerInfo,
 }
 
 /// Loads the kernel side, attaches the plan to the target (starting the command paused
@@ -217,6 +222,12 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
         }
     };
     warn_async_preemption_off(&target);
+    let namespace = PidNamespace::of(target.pid.get())
+        .with_context(|| format!("reading the pid namespace of process {}", target.pid))?;
+    let container = ContainerInfo::read(
+        target.pid.get(),
+        namespace.as_ref().map(|namespace| namespace.ns_pid),
+    );
     let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
     let exec_watch = ExecWatch::new(&target).context("watching the target process")?;
     let start_ns = monotonic_ns();
@@ -225,11 +236,16 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
     }
     let attached = probes.iter().filter(|line| line.attached).count();
     crate::diag!(
-        "goprobe: attached {attached} probes to pid {} ({}, {}; {}); tracing{}",
+        "goprobe: attached {attached} probes to pid {} ({}, {}; {}); {}tracing{}",
         target.pid,
         prepared.shown_path.display(),
         prepared.version,
         tracer.uprobe_mode().describe(),
+        if container.is_host() {
+            String::new()
+        } else {
+            format!("{}; ", container.describe())
+        },
         if cli.command.is_empty() {
             "; Ctrl-C to stop"
         } else {
@@ -261,6 +277,8 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
         kernel_log,
         bias,
         start_ns,
+        namespace,
+        container,
     })
 }
 

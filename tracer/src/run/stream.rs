@@ -73,6 +73,7 @@ pub async fn trace(
         session.bias,
         list,
         session.start_ns,
+        session.namespace.take(),
     );
     let binary_text = session.prepared.shown_path.display().to_string();
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
@@ -127,6 +128,7 @@ pub async fn trace(
                         go_version: session.prepared.version.clone(),
                         duration_ns: monotonic_ns().saturating_sub(session.start_ns),
                         voluntary_yields: yields,
+                        container: session.container.clone(),
                         ..RunInfo::default()
                     };
                     metrics.update(&pipeline.aggregator.snapshot(run, session.tracer.counters()?));
@@ -164,6 +166,7 @@ pub async fn finish(
         exit_watch,
         kernel_log,
         start_ns,
+        container,
         ..
     } = session;
     let Tracing {
@@ -223,6 +226,10 @@ pub async fn finish(
         end_reason: end.describe(),
         voluntary_yields: yields,
         process,
+        container,
+        untranslated_ids: pipeline
+            .namespace()
+            .map_or(0, |namespace| namespace.untranslated),
     };
     let summary = match pipeline.finish(run, kernel) {
         Ok(summary) => Some(summary),
