@@ -405,6 +405,17 @@ pub fn all_pids() -> Vec<u32> {
     pids
 }
 
+/// A child of `parent` (unshare's forked child is its pid namespace's pid 1).
+pub fn child_of(parent: u32) -> Option<u32> {
+    all_pids().into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            status
+                .lines()
+                .any(|line| line.strip_prefix("PPid:").map(str::trim) == Some(&parent.to_string()))
+        })
+    })
+}
+
 /// Live (non-zombie) processes whose executable is `exe` or whose command line names it,
 /// as `(pid, command line)`: a command exec'd from `exe`, a forked child of a tool that
 /// was given `exe` as an argument (before its exec) and the tool itself.

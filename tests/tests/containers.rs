@@ -12,9 +12,9 @@ use std::{
 };
 
 use goprobe_integration::{
-    Spawned, Traced, all_pids,
+    Spawned, Traced,
     checks::{assert_async_follows_sysmon_signal, assert_nothing_lost},
-    env, fixture_result, read_lines, send_signal, split_output, temp_path,
+    child_of, env, fixture_result, read_lines, send_signal, split_output, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
     u64_of, wait_timeout,
 };
@@ -78,17 +78,6 @@ fn container_id() -> String {
             )
         })
         .collect()
-}
-
-/// The child of `parent` (unshare's forked child is the container's pid 1).
-fn child_of(parent: u32) -> Option<u32> {
-    all_pids().into_iter().find(|pid| {
-        fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-            status
-                .lines()
-                .any(|line| line.strip_prefix("PPid:").map(str::trim) == Some(&parent.to_string()))
-        })
-    })
 }
 
 #[test]

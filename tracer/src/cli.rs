@@ -29,9 +29,16 @@ use clap::{ArgGroup, Parser, ValueEnum};
 )]
 #[command(group(ArgGroup::new("target").required(true).args(["pid", "command"])))]
 pub struct Cli {
-    /// Process id of the Go program to trace.
-    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
-    pub pid: Option<NonZeroU32>,
+    /// Process id of a Go program to trace (host pid). Repeat it, or give a list
+    /// (`-p 12,34`), to trace several: processes of one binary share its probes.
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        value_delimiter = ',',
+        conflicts_with = "command"
+    )]
+    pub pid: Vec<NonZeroU32>,
 
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
@@ -247,6 +254,14 @@ mod tests {
         assert!(err.contains("not a Go release"), "{err}");
         let cli = Cli::try_parse_from(["goprobe", "-p", "1", "--go-layout", "1.27"]).unwrap();
         assert_eq!(cli.go_layout.as_deref(), Some("1.27"));
+    }
+
+    #[test]
+    fn pids_repeat_or_come_as_a_list() {
+        let cli = Cli::try_parse_from(["goprobe", "-p", "7,8", "--pid", "9"]).unwrap();
+        let pids: Vec<u32> = cli.pid.iter().map(|pid| pid.get()).collect();
+        assert_eq!(pids, [7, 8, 9]);
+        assert!(Cli::try_parse_from(["goprobe", "-p", "7,0"]).is_err());
     }
 
     #[test]

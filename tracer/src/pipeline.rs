@@ -2,7 +2,12 @@
 //! aggregation, each output. Also notices losses as they happen (a gap in a CPU's
 //! sequence) so the attempts they touched are marked.
 
-use std::{collections::HashMap, io, rc::Rc, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    rc::Rc,
+    sync::Arc,
+};
 
 use tracer_common::{EventKind, Stream};
 
@@ -13,59 +18,100 @@ use crate::{
     output::{AttemptView, EventView, Output},
     pidns::PidNamespace,
     ringbuf::Record,
-    summary::{Aggregator, RunInfo, Summary},
+    summary::{Aggregator, RunInfo, Summary, Total},
     symbolize::{Location, Symbolizer},
 };
 
 pub struct Pipeline {
-    pub correlator: Correlator,
-    pub aggregator: Aggregator,
-    symbolizer: Symbolizer,
+    /// Each traced process's own correlation and aggregation, by host pid.
+    processes: BTreeMap<u32, ProcessPipeline>,
     outputs: Vec<Box<dyn Output>>,
     /// Time zero of relative timestamps: when the probes went live.
     pub start_ns: u64,
-    /// The traced process.
-    pid: u32,
-    /// Its pid namespace, when not goprobe's: its ids are turned into the host's.
-    namespace: Option<PidNamespace>,
     /// The next sequence number expected from each (stream, CPU).
     next_seq: HashMap<(u32, u32), u64>,
+    /// Records of no traced process (a pid whose tracing ended, or reused).
+    pub unrouted: u64,
+}
+
+/// What one traced process's records go through.
+pub struct ProcessPipeline {
+    pub correlator: Correlator,
+    pub aggregator: Aggregator,
+    symbolizer: Symbolizer,
+    /// Its pid namespace, when not goprobe's: its ids are turned into the host's.
+    namespace: Option<PidNamespace>,
+}
+
+impl ProcessPipeline {
+    /// Ids the process's namespace could not translate.
+    pub fn untranslated_ids(&self) -> u64 {
+        self.namespace
+            .as_ref()
+            .map_or(0, |namespace| namespace.untranslated)
+    }
 }
 
 impl Pipeline {
-    pub fn new(
-        pid: u32,
-        binary: Arc<GoBinary>,
-        bias: u64,
-        outputs: Vec<Box<dyn Output>>,
-        start_ns: u64,
-        namespace: Option<PidNamespace>,
-    ) -> Pipeline {
+    pub fn new(outputs: Vec<Box<dyn Output>>, start_ns: u64) -> Pipeline {
         Pipeline {
-            correlator: Correlator::new(),
-            aggregator: Aggregator::new(),
-            symbolizer: Symbolizer::new(binary, bias),
+            processes: BTreeMap::new(),
             outputs,
             start_ns,
-            pid,
-            namespace,
             next_seq: HashMap::new(),
+            unrouted: 0,
         }
     }
 
-    /// Ids the process's namespace translated, and those it could not.
-    pub fn namespace(&self) -> Option<&PidNamespace> {
-        self.namespace.as_ref()
+    /// Routes the records of process `pid` (host pid) to a pipeline of its own.
+    pub fn add_process(
+        &mut self,
+        pid: u32,
+        binary: Arc<GoBinary>,
+        bias: u64,
+        namespace: Option<PidNamespace>,
+    ) {
+        self.processes.insert(
+            pid,
+            ProcessPipeline {
+                correlator: Correlator::new(),
+                aggregator: Aggregator::new(),
+                symbolizer: Symbolizer::new(binary, bias),
+                namespace,
+            },
+        );
+    }
+
+    pub fn process_of(&self, pid: u32) -> Option<&ProcessPipeline> {
+        self.processes.get(&pid)
     }
 
     pub fn process(&mut self, record: Record) -> io::Result<()> {
         match record {
             Record::Event(mut event) => {
-                self.check_sequence(&event);
-                if let Some(namespace) = &mut self.namespace {
-                    to_host_ids(namespace, self.pid, &mut event);
+                let loss = self.check_sequence(&event);
+                if loss {
+                    // A lost record may belong to any process.
+                    for process in self.processes.values_mut() {
+                        process.correlator.mark_loss();
+                    }
                 }
-                let (location, caller) = locations(&mut self.symbolizer, &event);
+                let Some(pid) = self.route(&event) else {
+                    self.unrouted += 1;
+                    return Ok(());
+                };
+                let multi = self.processes.len() > 1;
+                let Pipeline {
+                    processes,
+                    outputs,
+                    start_ns,
+                    ..
+                } = self;
+                let process = processes.get_mut(&pid).expect("routed to a traced process");
+                if let Some(namespace) = &mut process.namespace {
+                    to_host_ids(namespace, pid, &mut event);
+                }
+                let (location, caller) = locations(&mut process.symbolizer, &event);
                 let hints = Hints {
                     // The physical function: `preemptM` is inlined into its callers, so
                     // the innermost frame at signalM's return address is not who asked.
@@ -82,67 +128,57 @@ impl Pipeline {
                         .as_ref()
                         .is_some_and(|loc| loc.function == "runtime.asyncPreempt"),
                 };
-                let observed = self.correlator.observe(&event, hints);
-                self.aggregator.add(&event, &observed.meaning);
+                let observed = process.correlator.observe(&event, hints);
+                process.aggregator.add(&event, &observed.meaning);
                 let view = EventView {
                     event: &event,
                     meaning: &observed.meaning,
                     attempt: observed.attempt,
                     location,
                     caller,
-                    rel_ns: event.ts_ns as i64 - self.start_ns as i64,
+                    rel_ns: event.ts_ns as i64 - *start_ns as i64,
+                    multi,
                 };
-                for output in &mut self.outputs {
+                for output in outputs.iter_mut() {
                     output.event(&view)?;
                 }
-                self.flush_findings()
+                flush_findings(pid, process, outputs, *start_ns, multi)
             }
             Record::Malformed(err) => {
-                self.aggregator.add_malformed();
+                // Charged to the first process: it cannot be told whose it was.
+                if let Some(process) = self.processes.values_mut().next() {
+                    process.aggregator.add_malformed();
+                }
                 crate::diag!("goprobe: warning: malformed record: {err}");
                 Ok(())
             }
         }
     }
 
-    /// A gap in a CPU's chain sequence: records were lost there since its previous one.
-    /// The attempts open now may miss a link because of it.
-    fn check_sequence(&mut self, event: &Event) {
+    /// The traced process a record belongs to: the one it happened in, or for a tgkill
+    /// sent from outside, the one it targets.
+    fn route(&self, event: &Event) -> Option<u32> {
+        if self.processes.contains_key(&event.tgid) {
+            return Some(event.tgid);
+        }
+        match &event.data {
+            EventData::Tgkill { target_tgid, .. } | EventData::TgkillFailed { target_tgid, .. }
+                if self.processes.contains_key(target_tgid) =>
+            {
+                Some(*target_tgid)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a CPU's chain sequence has a gap: records were lost there since its
+    /// previous one. The attempts open now may miss a link because of it.
+    fn check_sequence(&mut self, event: &Event) -> bool {
         let stream = event.kind.stream();
         let expected = self
             .next_seq
             .insert((stream as u32, event.cpu), event.seq + 1);
-        if stream == Stream::Chain && expected.is_some_and(|next| event.seq > next) {
-            self.correlator.mark_loss();
-        }
-    }
-
-    /// Hands what correlation found to aggregation and output.
-    fn flush_findings(&mut self) -> io::Result<()> {
-        let Pipeline {
-            correlator,
-            aggregator,
-            symbolizer,
-            outputs,
-            start_ns,
-            pid,
-            ..
-        } = self;
-        for finding in correlator.drain_findings() {
-            aggregator.add_finding(&finding);
-            if let Finding::Attempt(attempt) = &finding {
-                let view = AttemptView {
-                    pid: *pid,
-                    attempt,
-                    location: attempt.interrupted_pc.and_then(|pc| symbolizer.locate(pc)),
-                    rel_ns: attempt.start_ns() as i64 - *start_ns as i64,
-                };
-                for output in outputs.iter_mut() {
-                    output.attempt(&view)?;
-                }
-            }
-        }
-        Ok(())
+        stream == Stream::Chain && expected.is_some_and(|next| event.seq > next)
     }
 
     pub fn flush_outputs(&mut self) -> io::Result<()> {
@@ -151,23 +187,87 @@ impl Pipeline {
             .try_for_each(|output| output.flush())
     }
 
-    /// Closes what is still open, renders the summary to every output and returns it.
-    pub fn finish(mut self, run: RunInfo, kernel: KernelCounters) -> io::Result<Summary> {
-        self.correlator.finish();
-        self.flush_findings()?;
+    /// Closes what is still open in every process, renders each process's summary to
+    /// every output, and returns them in pid order. `run` gives each process's
+    /// [`RunInfo`]; the kernel's counters are the whole run's, so with several processes
+    /// each summary gets only its own received counts and the total carries the kernel's.
+    pub fn finish(
+        self,
+        mut run: impl FnMut(u32, &ProcessPipeline) -> RunInfo,
+        kernel: KernelCounters,
+    ) -> io::Result<Vec<Summary>> {
         let Pipeline {
-            aggregator,
-            mut symbolizer,
+            processes,
             mut outputs,
+            start_ns,
+            unrouted,
             ..
         } = self;
-        let summary = aggregator.finish(run, kernel, &mut symbolizer);
+        let multi = processes.len() > 1;
+        let mut summaries = Vec::new();
+        for (pid, mut process) in processes {
+            process.correlator.finish();
+            flush_findings(pid, &mut process, &mut outputs, start_ns, multi)?;
+            let info = run(pid, &process);
+            let ProcessPipeline {
+                aggregator,
+                mut symbolizer,
+                ..
+            } = process;
+            let kernel = if multi {
+                KernelCounters::default()
+            } else {
+                kernel.clone()
+            };
+            let summary = aggregator.finish(info, kernel, &mut symbolizer);
+            for output in &mut outputs {
+                output.summary(&summary)?;
+            }
+            summaries.push(summary);
+        }
+        if multi {
+            let total = Total::of(&summaries, kernel, unrouted);
+            for output in &mut outputs {
+                output.total(&total)?;
+            }
+        }
         for output in &mut outputs {
-            output.summary(&summary)?;
             output.flush()?;
         }
-        Ok(summary)
+        Ok(summaries)
     }
+}
+
+/// Hands what correlation found in one process to its aggregation and every output.
+fn flush_findings(
+    pid: u32,
+    process: &mut ProcessPipeline,
+    outputs: &mut [Box<dyn Output>],
+    start_ns: u64,
+    multi: bool,
+) -> io::Result<()> {
+    let ProcessPipeline {
+        correlator,
+        aggregator,
+        symbolizer,
+        ..
+    } = process;
+    for finding in correlator.drain_findings() {
+        aggregator.add_finding(&finding);
+        if let Finding::Attempt(attempt) = &finding {
+            let view = AttemptView {
+                pid,
+                attempt,
+                location: attempt.interrupted_pc.and_then(|pc| symbolizer.locate(pc)),
+                rel_ns: attempt.start_ns() as i64 - start_ns as i64,
+                multi,
+            };
+            for output in outputs.iter_mut() {
+                output.attempt(&view)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The namespace ids in `event` as host ids: `m.procid`, and the target of a tgkill the

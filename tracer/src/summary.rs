@@ -316,6 +316,9 @@ pub struct RunInfo {
     /// Namespace thread ids that could not be turned into host ids (their thread had
     /// exited before goprobe looked): records left with the namespace's id.
     pub untranslated_ids: u64,
+    /// How many processes the run traced: with more than one, the kernel's counters
+    /// (lost, submitted) are in the [`Total`], not in each process's summary.
+    pub processes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -367,6 +370,73 @@ pub struct Summary {
     pub goroutine_count: usize,
     /// Failed `tgkill(SIGURG)` calls by errno.
     pub tgkill_failures: BTreeMap<u32, u64>,
+}
+
+/// The whole run when it traced several processes: one row per process, and the
+/// kernel's counters (which are per kind, not per process).
+pub struct Total {
+    pub processes: Vec<ProcessRow>,
+    pub received: PerKind,
+    pub malformed: u64,
+    pub kernel: KernelCounters,
+    /// Records that belonged to no traced process.
+    pub unrouted: u64,
+}
+
+/// One process in the [`Total`].
+pub struct ProcessRow {
+    pub pid: u32,
+    pub binary: String,
+    pub go_version: String,
+    pub container: crate::container::ContainerInfo,
+    pub end_reason: String,
+    pub events: u64,
+    pub asynchronous: u64,
+    pub cooperative: u64,
+    pub attempts: u64,
+}
+
+impl Total {
+    pub fn of(summaries: &[Summary], kernel: KernelCounters, unrouted: u64) -> Total {
+        let mut received = PerKind::default();
+        for summary in summaries {
+            for (total, n) in received.0.iter_mut().zip(summary.received.0) {
+                *total += n;
+            }
+        }
+        Total {
+            processes: summaries
+                .iter()
+                .map(|s| ProcessRow {
+                    pid: s.run.pid,
+                    binary: s.run.binary.clone(),
+                    go_version: s.run.go_version.clone(),
+                    container: s.run.container.clone(),
+                    end_reason: s.run.end_reason.clone(),
+                    events: s.received.total(),
+                    asynchronous: s.async_preemptions(),
+                    cooperative: s.preemptions.cooperative(),
+                    attempts: s.attempts(),
+                })
+                .collect(),
+            received,
+            malformed: summaries.iter().map(|s| s.malformed).sum(),
+            kernel,
+            unrouted,
+        }
+    }
+
+    pub fn lost_total(&self) -> u64 {
+        self.kernel.lost.total()
+    }
+
+    /// Records the kernel submitted that no process's pipeline decoded.
+    pub fn unaccounted(&self) -> u64 {
+        self.kernel
+            .submitted
+            .total()
+            .saturating_sub(self.received.total() + self.malformed + self.unrouted)
+    }
 }
 
 impl Summary {

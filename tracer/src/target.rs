@@ -352,7 +352,8 @@ pub struct ExecWatch {
     own: Option<(u64, u64)>,
 }
 
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+/// Device and inode of a file, following links: what uprobes belong to.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
 }

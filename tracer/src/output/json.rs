@@ -1,5 +1,6 @@
 //! JSON lines: one object per event (`"type":"event"`) and per finished attempt
-//! (`"type":"attempt"`), then one `"type":"summary"`. Schema (versioned by `schema`) is
+//! (`"type":"attempt"`), then one `"type":"summary"` per traced process and, when there
+//! were several, a `"type":"total"`. Schema (versioned by `schema`) is
 //! documented in README.md; fields that could not be read are `null`, never a made-up
 //! value. Every object is a `#[derive(Serialize)]` view of goprobe's own types, written
 //! with `serde_json::to_writer` into a buffered writer.
@@ -15,14 +16,14 @@ use crate::{
     correlate::{Attempt, Hop, Meaning, Outcome, Requester},
     events::{EventData, PerKind, kind_name},
     histogram::{Distribution, Stats},
-    summary::{LocationCount, Summary},
+    summary::{LocationCount, Summary, Total},
     symbolize::Location,
 };
 
 /// Bumped on any incompatible change to the objects below. 2: `attempt` objects and the
 /// attempt, latency, location and goroutine sections of the summary. 3: `pid` (the host
 /// pid) on every object, `attempt` on events, `events_lost` on attempts, `yield` events.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 pub struct JsonOutput<W: Write> {
     out: W,
@@ -425,7 +426,91 @@ fn stats(d: &Distribution) -> Option<Stats> {
     d.stats()
 }
 
-/// The last line: everything the run found, and how the run went.
+#[derive(Serialize)]
+struct ContainerRow<'a> {
+    runtime: &'a str,
+    id: &'a str,
+}
+
+impl ContainerRow<'_> {
+    fn of(info: &crate::container::ContainerInfo) -> Option<ContainerRow<'_>> {
+        info.container.as_ref().map(|c| ContainerRow {
+            runtime: c.runtime,
+            id: &c.id,
+        })
+    }
+}
+
+/// After every process's summary when several were traced: one row per process and the
+/// kernel's counters, which are per kind, not per process.
+pub fn write_total<W: Write>(out: &mut W, total: &Total) -> serde_json::Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        pid: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ns_pid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<ContainerRow<'a>>,
+        binary: &'a str,
+        go_version: &'a str,
+        end_reason: &'a str,
+        events_total: u64,
+        asynchronous: u64,
+        cooperative: u64,
+        attempts: u64,
+    }
+    #[derive(Serialize)]
+    struct TotalLine<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        schema: u32,
+        processes: Vec<Row<'a>>,
+        events: KindsView<'a>,
+        events_total: u64,
+        lost: KindsView<'a>,
+        lost_total: u64,
+        read_errors: KindsView<'a>,
+        unaccounted: u64,
+        malformed: u64,
+        unrouted: u64,
+    }
+    serde_json::to_writer(
+        out,
+        &TotalLine {
+            ty: "total",
+            schema: SCHEMA_VERSION,
+            processes: total
+                .processes
+                .iter()
+                .map(|row| Row {
+                    pid: row.pid,
+                    ns_pid: row.container.ns_pid,
+                    cgroup: row.container.cgroup.as_deref(),
+                    container: ContainerRow::of(&row.container),
+                    binary: &row.binary,
+                    go_version: &row.go_version,
+                    end_reason: &row.end_reason,
+                    events_total: row.events,
+                    asynchronous: row.asynchronous,
+                    cooperative: row.cooperative,
+                    attempts: row.attempts,
+                })
+                .collect(),
+            events: KindsView(&total.received),
+            events_total: total.received.total(),
+            lost: KindsView(&total.kernel.lost),
+            lost_total: total.lost_total(),
+            read_errors: KindsView(&total.kernel.read_errors),
+            unaccounted: total.unaccounted(),
+            malformed: total.malformed,
+            unrouted: total.unrouted,
+        },
+    )
+}
+
+/// One process's last line: everything the run found in it, and how the run went.
 pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<()> {
     let p = &s.preemptions;
     let run = &s.run;
@@ -442,6 +527,7 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         #[serde(skip_serializing_if = "Option::is_none")]
         container: Option<ContainerRow<'a>>,
         untranslated_ids: u64,
+        processes: usize,
         binary: &'a str,
         go_version: &'a str,
         duration_ns: u64,
@@ -476,22 +562,15 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         by_requester: Br,
         refusals: Rf,
     }
-    #[derive(Serialize)]
-    struct ContainerRow<'a> {
-        runtime: &'a str,
-        id: &'a str,
-    }
     let line = SummaryLine {
         ty: "summary",
         schema: SCHEMA_VERSION,
         pid: run.pid,
         ns_pid: run.container.ns_pid,
         cgroup: run.container.cgroup.as_deref(),
-        container: run.container.container.as_ref().map(|c| ContainerRow {
-            runtime: c.runtime,
-            id: &c.id,
-        }),
+        container: ContainerRow::of(&run.container),
         untranslated_ids: run.untranslated_ids,
+        processes: run.processes.max(1),
         binary: &run.binary,
         go_version: &run.go_version,
         duration_ns: run.duration_ns,
@@ -595,6 +674,11 @@ impl<W: Write> Output for JsonOutput<W> {
         self.out.write_all(b"\n")
     }
 
+    fn total(&mut self, total: &Total) -> io::Result<()> {
+        write_total(&mut self.out, total).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -629,6 +713,7 @@ mod tests {
             location: location(),
             caller: location(),
             rel_ns: 0,
+            multi: false,
         };
         let mut out = Vec::new();
         write_event(&mut out, &view).unwrap();
@@ -770,6 +855,7 @@ mod tests {
             attempt: &attempt,
             location: location(),
             rel_ns: 0,
+            multi: false,
         };
         let text = serde_json::to_string(&AttemptLine::new(&view)).unwrap();
         let value: Value = serde_json::from_str(&text).unwrap();

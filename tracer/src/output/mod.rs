@@ -23,7 +23,7 @@ use crate::{
     cli::{Cli, Format},
     correlate::{Attempt, Meaning},
     events::Event,
-    summary::Summary,
+    summary::{Summary, Total},
     symbolize::Location,
 };
 
@@ -39,6 +39,8 @@ pub struct EventView<'a> {
     pub caller: Option<Rc<Location>>,
     /// Nanoseconds since tracing started.
     pub rel_ns: i64,
+    /// More than one process is traced: lines name the pid.
+    pub multi: bool,
 }
 
 /// A finished preemption attempt with its interrupted location resolved.
@@ -49,12 +51,19 @@ pub struct AttemptView<'a> {
     pub location: Option<Rc<Location>>,
     /// Nanoseconds since tracing started, of the attempt's start.
     pub rel_ns: i64,
+    /// More than one process is traced: lines name the pid.
+    pub multi: bool,
 }
 
 pub trait Output {
     fn event(&mut self, view: &EventView<'_>) -> io::Result<()>;
     fn attempt(&mut self, view: &AttemptView<'_>) -> io::Result<()>;
+    /// One process's summary (once per traced process).
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    /// The whole run, after every process's summary, when several were traced.
+    fn total(&mut self, _total: &Total) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
 }
 
@@ -175,12 +184,12 @@ impl<W: Write> Write for Named<W> {
 /// What to tell the user when records were lost: which kinds, in which ring, and the
 /// remedy. A chain loss can misclassify the attempts open then (marked `events_lost`);
 /// a bulk loss (yields, run slices) cannot: yields are still counted in the kernel.
-pub fn loss_advice(summary: &Summary, ringbuf_kib: u32) -> String {
+pub fn loss_advice(lost: &crate::events::PerKind, ringbuf_kib: u32) -> String {
     let lost = |stream: Stream| -> (u64, Vec<String>) {
         let kinds: Vec<(u64, EventKind)> = EventKind::ALL
             .iter()
             .filter(|kind| kind.stream() == stream)
-            .map(|kind| (summary.kernel.lost.get(*kind), *kind))
+            .map(|kind| (lost.get(*kind), *kind))
             .filter(|(n, _)| *n > 0)
             .collect();
         let names = kinds

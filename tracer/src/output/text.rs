@@ -8,9 +8,9 @@ use tracer_common::EventKind;
 use super::{AttemptView, EventView, Output};
 use crate::{
     correlate::{Attempt, Hop, Meaning, Outcome, Requester},
-    events::{EventData, kind_name},
+    events::{EventData, KernelCounters, PerKind, kind_name},
     histogram::{Distribution, Stats, human_ns},
-    summary::{LocationCount, Summary},
+    summary::{LocationCount, Summary, Total},
 };
 
 /// What goes out line by line while tracing.
@@ -217,6 +217,100 @@ fn histogram(out: &mut dyn Write, title: &str, d: &Distribution) -> io::Result<(
     Ok(())
 }
 
+/// Events received, lost and unreadable by kind, with warnings for losses.
+fn write_event_counts(
+    out: &mut dyn Write,
+    received: &PerKind,
+    kernel: &KernelCounters,
+    unaccounted: u64,
+    malformed: u64,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<18} {:>10} {:>8} {:>8}",
+        "events", "received", "lost", "bad-read"
+    )?;
+    for kind in EventKind::ALL {
+        let got = received.get(kind);
+        let lost = kernel.lost.get(kind);
+        let bad = kernel.read_errors.get(kind);
+        if got + lost + bad > 0 {
+            writeln!(
+                out,
+                "  {:<16} {got:>10} {lost:>8} {bad:>8}",
+                kind_name(kind)
+            )?;
+        }
+    }
+    let lost = kernel.lost.total();
+    writeln!(
+        out,
+        "  {:<16} {:>10} {:>8}",
+        "total",
+        received.total(),
+        lost
+    )?;
+    if lost > 0 {
+        writeln!(
+            out,
+            "  WARNING: {lost} events lost (ring buffer full); retry with a larger --ringbuf-kib",
+        )?;
+    }
+    if unaccounted > 0 || malformed > 0 {
+        writeln!(
+            out,
+            "  WARNING: {unaccounted} records submitted but not received, {malformed} malformed",
+        )?;
+    }
+    Ok(())
+}
+
+/// The whole run of several processes: one row each, and the kernel's counters.
+fn write_total(out: &mut dyn Write, total: &Total) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(out, "goprobe total: {} processes", total.processes.len())?;
+    writeln!(
+        out,
+        "  {:<8} {:<10} {:>8} {:>8} {:>9} {:>9}  binary; where; ended by",
+        "pid", "go", "async", "coop", "attempts", "events"
+    )?;
+    for row in &total.processes {
+        let place = if row.container.is_host() {
+            String::new()
+        } else {
+            format!("; {}", row.container.describe())
+        };
+        writeln!(
+            out,
+            "  {:<8} {:<10} {:>8} {:>8} {:>9} {:>9}  {}{place}; {}",
+            row.pid,
+            row.go_version,
+            row.asynchronous,
+            row.cooperative,
+            row.attempts,
+            row.events,
+            row.binary,
+            row.end_reason
+        )?;
+    }
+    writeln!(out)?;
+    write_event_counts(
+        out,
+        &total.received,
+        &total.kernel,
+        total.unaccounted(),
+        total.malformed,
+    )?;
+    if total.unrouted > 0 {
+        writeln!(
+            out,
+            "  {} records of processes no longer traced (exited or exec'd) were dropped",
+            total.unrouted
+        )?;
+    }
+    Ok(())
+}
+
 fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let run = &s.run;
     writeln!(out)?;
@@ -406,44 +500,23 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         writeln!(out)?;
     }
 
-    writeln!(
-        out,
-        "{:<18} {:>10} {:>8} {:>8}",
-        "events", "received", "lost", "bad-read"
-    )?;
-    for kind in EventKind::ALL {
-        let received = s.received.get(kind);
-        let lost = s.kernel.lost.get(kind);
-        let bad = s.kernel.read_errors.get(kind);
-        if received + lost + bad > 0 {
-            writeln!(
-                out,
-                "  {:<16} {received:>10} {lost:>8} {bad:>8}",
-                kind_name(kind)
-            )?;
+    if run.processes > 1 {
+        // The kernel counts losses per kind, not per process: they are in the total.
+        writeln!(out, "{:<18} {:>10}", "events", "received")?;
+        for kind in EventKind::ALL {
+            let received = s.received.get(kind);
+            if received > 0 {
+                writeln!(out, "  {:<16} {received:>10}", kind_name(kind))?;
+            }
         }
-    }
-    writeln!(
-        out,
-        "  {:<16} {:>10} {:>8}",
-        "total",
-        s.received.total(),
-        s.lost_total()
-    )?;
-    if s.lost_total() > 0 {
         writeln!(
             out,
-            "  WARNING: {} events lost (ring buffer full); retry with a larger --ringbuf-kib",
-            s.lost_total()
+            "  {:<16} {:>10}   (lost: in the total below)",
+            "total",
+            s.received.total()
         )?;
-    }
-    if s.unaccounted() > 0 || s.malformed > 0 {
-        writeln!(
-            out,
-            "  WARNING: {} records submitted but not received, {} malformed",
-            s.unaccounted(),
-            s.malformed
-        )?;
+    } else {
+        write_event_counts(out, &s.received, &s.kernel, s.unaccounted(), s.malformed)?;
     }
     writeln!(out)?;
     writeln!(out, "threads")?;
@@ -486,6 +559,9 @@ impl<W: Write> Output for TextOutput<W> {
         if self.live != Live::Events {
             return Ok(());
         }
+        if view.multi {
+            write!(self.out, "pid {:<7} ", view.event.tgid)?;
+        }
         writeln!(
             self.out,
             "{:>11.6} tid {:<7} {:<16} {}",
@@ -500,11 +576,18 @@ impl<W: Write> Output for TextOutput<W> {
         if self.live != Live::Attempts || view.attempt.outcome == Outcome::NoTarget {
             return Ok(());
         }
+        if view.multi {
+            write!(self.out, "pid {:<7} ", view.pid)?;
+        }
         writeln!(self.out, "{}", attempt_line(view))
     }
 
     fn summary(&mut self, summary: &Summary) -> io::Result<()> {
         write_summary(&mut self.out, summary)
+    }
+
+    fn total(&mut self, total: &Total) -> io::Result<()> {
+        write_total(&mut self.out, total)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -552,6 +635,7 @@ mod tests {
             attempt: &a,
             location,
             rel_ns: 224_477_000,
+            multi: false,
         });
         assert_eq!(
             line,

@@ -17,6 +17,8 @@ pub enum EndReason {
     OutputFailed(String),
     /// The target exec'd another program, which the probes do not cover.
     TargetExec(PathBuf),
+    /// Every one of several targets exited or exec'd (each says which in its summary).
+    AllExited,
 }
 
 impl EndReason {
@@ -35,6 +37,7 @@ impl EndReason {
             EndReason::OutputClosed => "output closed".into(),
             EndReason::OutputFailed(err) => format!("output error: {err}"),
             EndReason::TargetExec(path) => format!("target exec ({})", path.display()),
+            EndReason::AllExited => "every target exited".into(),
         }
     }
 

@@ -40,13 +40,23 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const BULK_RING_FACTOR: u32 = 4;
 const EMPTY_RING_BYTES: u32 = 4096;
 
-/// What is known before anything is loaded.
+/// What is known before anything is loaded: each binary to probe, and the processes
+/// already running (none for a command goprobe starts).
+struct Plan {
+    binaries: Vec<Prepared>,
+    /// Each existing process, with the index of its binary in `binaries`.
+    existing: Vec<(Target, usize)>,
+}
+
+/// One binary: its analysis and probe plan. Uprobes belong to its inode, so every
+/// process running it shares one set.
 struct Prepared {
     /// What is opened and probed (`/proc/PID/exe` for a running process).
     binary_path: PathBuf,
     /// What is shown: the executable's real path.
     shown_path: PathBuf,
-    existing: Option<Target>,
+    /// Device and inode, to recognise other processes of the same binary.
+    identity: Option<(u64, u64)>,
     binary: Arc<GoBinary>,
     version: String,
     facts: ReleaseFacts,
@@ -61,6 +71,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// One whole session, as [`run`], also returning what it observed.
 pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
+    let mut pids = cli.pid.clone();
+    pids.sort_unstable();
+    pids.dedup();
+    if pids.len() > 1 {
+        for (flag, given) in [
+            ("--perfetto", cli.perfetto.is_some()),
+            ("--metrics", cli.metrics.is_some()),
+        ] {
+            if given {
+                bail!("{flag} traces one process for now: give it a single --pid");
+            }
+        }
+    }
     let kernel = if cli.list_probes {
         None
     } else {
@@ -74,55 +97,94 @@ pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
                 .context("reading tracepoint formats")?,
         )
     };
-    let prepared = prepare(&cli, kernel.as_ref())?;
+    let plan = prepare(&cli, kernel.as_ref())?;
     let Some(kernel) = kernel else {
-        let printed = probes::print_plan(
-            &prepared.shown_path,
-            &prepared.version,
-            &prepared.layout.source,
-            &prepared.plan,
-        )
-        .and_then(|()| {
-            use std::io::Write as _;
-            writeln!(io::stdout().lock(), "{}", kernel_features())
-        });
+        let printed = plan
+            .binaries
+            .iter()
+            .try_for_each(|prepared| {
+                probes::print_plan(
+                    &prepared.shown_path,
+                    &prepared.version,
+                    &prepared.layout.source,
+                    &prepared.plan,
+                )
+            })
+            .and_then(|()| {
+                use std::io::Write as _;
+                writeln!(io::stdout().lock(), "{}", kernel_features())
+            });
         return match printed {
             // `goprobe --list-probes | head` closing the pipe is not an error.
             Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
             _ => Ok(Finished {
                 code: 0,
-                summary: None,
+                summaries: Vec::new(),
             }),
         };
     };
-    for warning in probes::plan_warnings(&prepared.plan) {
-        crate::diag!("goprobe: warning: {warning}");
-    }
-    for warning in &prepared.layout.warnings {
-        crate::diag!("goprobe: warning: {warning}");
+    for prepared in &plan.binaries {
+        for warning in probes::plan_warnings(&prepared.plan) {
+            crate::diag!("goprobe: warning: {warning}");
+        }
+        for warning in &prepared.layout.warnings {
+            crate::diag!("goprobe: warning: {warning}");
+        }
     }
     // Every output, and the metrics port, before a command is started: a bad path or a
     // busy port must not leave a command running untraced.
     let outputs = Outputs::open(&cli).await?;
     let signals = Signals::catch().context("catching SIGINT and SIGTERM")?;
-    let mut session = attach(&cli, prepared, &kernel)?;
+    let mut session = attach(&cli, plan, &kernel)?;
     let (end, tracing) = trace(&cli, &mut session, outputs, signals).await?;
     finish(&cli, session, end, tracing).await
 }
 
-/// The target, its binary and the plan; checks everything that needs no privilege.
-fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> {
-    let (binary_path, shown_path, existing) = match (cli.pid, cli.command.first()) {
-        (Some(pid), _) => {
-            let target = Target::existing(pid)?;
-            (target.attach_path.clone(), target.exe.clone(), Some(target))
-        }
-        (None, Some(command)) => {
-            let path = target::resolve_command(command)?;
-            (path.clone(), path, None)
-        }
-        (None, None) => unreachable!("clap requires a target"),
+/// The targets, their binaries and the plans; checks everything that needs no privilege.
+fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Plan> {
+    let mut plan = Plan {
+        binaries: Vec::new(),
+        existing: Vec::new(),
     };
+    if cli.pid.is_empty() {
+        let command = cli.command.first().expect("clap requires a target");
+        let path = target::resolve_command(command)?;
+        plan.binaries
+            .push(prepare_binary(cli, kernel, path.clone(), path)?);
+        return Ok(plan);
+    }
+    for &pid in &cli.pid {
+        if plan.existing.iter().any(|(target, _)| target.pid == pid) {
+            continue;
+        }
+        let target = Target::existing(pid)?;
+        let identity = target::file_identity(&target.attach_path);
+        let known = plan
+            .binaries
+            .iter()
+            .position(|prepared| identity.is_some() && prepared.identity == identity);
+        let index = match known {
+            Some(index) => index,
+            None => {
+                let prepared =
+                    prepare_binary(cli, kernel, target.attach_path.clone(), target.exe.clone())
+                        .with_context(|| format!("pid {pid}"))?;
+                plan.binaries.push(prepared);
+                plan.binaries.len() - 1
+            }
+        };
+        plan.existing.push((target, index));
+    }
+    Ok(plan)
+}
+
+/// One binary's analysis and probe plan.
+fn prepare_binary(
+    cli: &Cli,
+    kernel: Option<&KernelFacts>,
+    binary_path: PathBuf,
+    shown_path: PathBuf,
+) -> anyhow::Result<Prepared> {
     let binary = GoBinary::open(&binary_path)
         .with_context(|| format!("analysing {}", shown_path.display()))?;
     crate::gobin::check_platform(&binary, &shown_path)?;
@@ -147,9 +209,9 @@ fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> 
         .with_context(|| format!("planning probes for {}", shown_path.display()))?;
     let layout = offsets::layout_for(&binary, &version.raw, cli.go_layout.as_deref())?;
     Ok(Prepared {
+        identity: target::file_identity(&binary_path),
         binary_path,
         shown_path,
-        existing,
         binary: Arc::new(binary),
         version: version.raw,
         facts,
@@ -158,26 +220,36 @@ fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Prepared> 
     })
 }
 
-/// A traced process with everything attached.
+/// Every traced process with everything attached.
 struct Session {
     tracer: LoadedTracer,
-    target: Target,
-    prepared: Prepared,
-    probes: Vec<ProbeLine>,
-    exit_watch: ExitWatch,
-    exec_watch: ExecWatch,
+    binaries: Vec<Prepared>,
+    /// The attach report of each binary, by index.
+    probes: Vec<Vec<ProbeLine>>,
+    processes: Vec<TracedProcess>,
     kernel_log: Option<tokio::task::JoinHandle<io::Result<()>>>,
-    bias: u64,
     /// Time zero of the relative timestamps: when the probes went live.
     start_ns: u64,
-    /// The target's pid namespace when not goprobe's (taken by the pipeline).
-    namespace: Option<PidNamespace>,
-    container: ContainerInfo,
 }
 
-/// Loads the kernel side, attaches the plan to the target (starting the command paused
-/// first), and lets a started command run.
-fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result<Session> {
+/// One traced process.
+struct TracedProcess {
+    target: Target,
+    /// Index of its binary in [`Session::binaries`].
+    binary: usize,
+    exit_watch: ExitWatch,
+    exec_watch: ExecWatch,
+    bias: u64,
+    /// Its pid namespace when not goprobe's (taken by the pipeline).
+    namespace: Option<PidNamespace>,
+    container: ContainerInfo,
+    /// Why its tracing ended, when it ended before the run did (exit, exec).
+    ended: Option<end::EndReason>,
+}
+
+/// Loads the kernel side, attaches every binary's plan once and the processes to them
+/// (starting the command paused first), and lets a started command run.
+fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session> {
     // -v: kernel-side warnings; -vv: debug (failed reads of Go memory, ...).
     let log_level = match cli.verbose {
         0 => 0,
@@ -202,116 +274,150 @@ fn attach(cli: &Cli, prepared: Prepared, kernel: &KernelFacts) -> anyhow::Result
                 .context("reading the kernel side's log")?,
         ))),
     };
-    let (target, paused) = match &prepared.existing {
-        Some(target) => (target.clone(), None),
-        None => {
-            let (target, paused) = target::spawn_paused(&prepared.binary_path, &cli.command)?;
-            (target, Some(paused))
-        }
+    let Plan { binaries, existing } = plan;
+    let (targets, paused) = if existing.is_empty() {
+        let (target, paused) = target::spawn_paused(&binaries[0].binary_path, &cli.command)?;
+        (vec![(target, 0)], Some(paused))
+    } else {
+        (existing, None)
     };
-    let attached = attach_target(&mut tracer, &prepared, &target, cli.verbose);
+    let attached = attach_targets(&mut tracer, &binaries, &targets, cli.verbose);
     let probes = match attached {
         Ok(probes) => probes,
         Err(err) => {
             if let Some(paused) = paused {
                 paused.abort();
-            } else if !target.is_alive() {
+            } else if let Some((target, _)) = targets.iter().find(|(t, _)| !t.is_alive()) {
                 bail!("process {} exited while goprobe was attaching", target.pid);
             }
             return Err(err);
         }
     };
-    warn_async_preemption_off(&target);
-    let namespace = PidNamespace::of(target.pid.get())
-        .with_context(|| format!("reading the pid namespace of process {}", target.pid))?;
-    let container = ContainerInfo::read(
-        target.pid.get(),
-        namespace.as_ref().map(|namespace| namespace.ns_pid),
-    );
-    let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
-    let exec_watch = ExecWatch::new(&target).context("watching the target process")?;
+    let mut processes = Vec::new();
+    for (target, binary) in targets {
+        warn_async_preemption_off(&target);
+        let pid = target.pid;
+        let namespace = PidNamespace::of(pid.get())
+            .with_context(|| format!("reading the pid namespace of process {pid}"))?;
+        let container = ContainerInfo::read(
+            pid.get(),
+            namespace.as_ref().map(|namespace| namespace.ns_pid),
+        );
+        let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
+        let exec_watch = ExecWatch::new(&target).context("watching the target process")?;
+        processes.push(TracedProcess {
+            target,
+            binary,
+            exit_watch,
+            exec_watch,
+            bias: 0,
+            namespace,
+            container,
+            ended: None,
+        });
+    }
     let start_ns = monotonic_ns();
     if let Some(paused) = paused {
         paused.release()?;
     }
-    let attached = probes.iter().filter(|line| line.attached).count();
-    crate::diag!(
-        "goprobe: attached {attached} probes to pid {} ({}, {}; {}); {}tracing{}",
-        target.pid,
-        prepared.shown_path.display(),
-        prepared.version,
-        tracer.uprobe_mode().describe(),
-        if container.is_host() {
-            String::new()
-        } else {
-            format!("{}; ", container.describe())
-        },
-        if cli.command.is_empty() {
-            "; Ctrl-C to stop"
-        } else {
-            ""
-        }
-    );
-    let bias = if prepared.binary.is_pie() {
-        target::load_bias(
+    for process in &mut processes {
+        let prepared = &binaries[process.binary];
+        let target = &process.target;
+        let attached = probes[process.binary]
+            .iter()
+            .filter(|line| line.attached)
+            .count();
+        crate::diag!(
+            "goprobe: attached {attached} probes to pid {} ({}, {}; {}); {}tracing{}",
             target.pid,
-            &target.attach_path,
-            &prepared.binary.load_segments(),
-        )
-        .unwrap_or_else(|| {
-            crate::diag!(
-                "goprobe: warning: cannot find the PIE load address; locations unavailable"
-            );
-            u64::MAX
-        })
-    } else {
-        0
-    };
+            prepared.shown_path.display(),
+            prepared.version,
+            tracer.uprobe_mode().describe(),
+            if process.container.is_host() {
+                String::new()
+            } else {
+                format!("{}; ", process.container.describe())
+            },
+            if cli.command.is_empty() {
+                "; Ctrl-C to stop"
+            } else {
+                ""
+            }
+        );
+        process.bias = if prepared.binary.is_pie() {
+            target::load_bias(
+                target.pid,
+                &target.attach_path,
+                &prepared.binary.load_segments(),
+            )
+            .unwrap_or_else(|| {
+                crate::diag!(
+                    "goprobe: warning: cannot find the PIE load address of pid {}; \
+                     locations unavailable",
+                    target.pid
+                );
+                u64::MAX
+            })
+        } else {
+            0
+        };
+    }
     Ok(Session {
         tracer,
-        target,
-        prepared,
+        binaries,
         probes,
-        exit_watch,
-        exec_watch,
+        processes,
         kernel_log,
-        bias,
         start_ns,
-        namespace,
-        container,
     })
 }
 
-/// Puts the target's binary and process in the kernel side's maps and attaches every
-/// planned probe; returns the attach report.
-fn attach_target(
+/// Puts each binary and process in the kernel side's maps, attaches every binary's
+/// planned uprobes once and the tracepoints once; returns each binary's attach report.
+fn attach_targets(
     tracer: &mut LoadedTracer,
-    prepared: &Prepared,
-    target: &Target,
+    binaries: &[Prepared],
+    targets: &[(Target, usize)],
     verbose: u8,
-) -> anyhow::Result<Vec<ProbeLine>> {
+) -> anyhow::Result<Vec<Vec<ProbeLine>>> {
     // Programs load lazily, on their first attach: a verifier rejection surfaces here.
     let detail = |err| verifier_detail(err, verbose);
-    const SLOT: u32 = 0;
-    let config = offsets::binary_config(
-        prepared.layout.offsets.as_ref(),
-        prepared.facts.gosched_has_preempted_arg,
-    );
-    tracer.set_binary(SLOT, &config)?;
-    tracer.trace_process(target.pid.get(), SLOT)?;
-    let points: Vec<(u64, u64)> = prepared
-        .plan
-        .iter()
-        .flat_map(PlannedProbe::uprobe_points)
-        .collect();
-    // One traced process of this binary: the kernel filters the others out before the
-    // program even runs.
-    let pid: Option<NonZeroU32> = Some(target.pid);
-    let uprobe_results = tracer
-        .attach_uprobes(&target.attach_path, &points, pid)
-        .map_err(detail)?;
+    for (slot, prepared) in binaries.iter().enumerate() {
+        let config = offsets::binary_config(
+            prepared.layout.offsets.as_ref(),
+            prepared.facts.gosched_has_preempted_arg,
+        );
+        tracer.set_binary(slot as u32, &config)?;
+    }
+    for (target, slot) in targets {
+        tracer.trace_process(target.pid.get(), *slot as u32)?;
+    }
+    let mut uprobe_results = Vec::new();
+    for (slot, prepared) in binaries.iter().enumerate() {
+        let points: Vec<(u64, u64)> = prepared
+            .plan
+            .iter()
+            .flat_map(PlannedProbe::uprobe_points)
+            .collect();
+        // With one traced process of a binary the kernel filters the others out before
+        // the program even runs; with several, the program's map lookup does.
+        let mut users = targets.iter().filter(|(_, s)| *s == slot);
+        let pid: Option<NonZeroU32> = match (users.next(), users.next()) {
+            (Some((target, _)), None) => Some(target.pid),
+            _ => None,
+        };
+        let attach_path = targets
+            .iter()
+            .find(|(_, s)| *s == slot)
+            .map_or(&prepared.binary_path, |(target, _)| &target.attach_path);
+        uprobe_results.push(
+            tracer
+                .attach_uprobes(attach_path, &points, pid)
+                .map_err(detail)?,
+        );
+    }
     let mut tracepoint_results = Vec::new();
-    for planned in prepared.plan.iter().filter(|p| p.will_attach()) {
+    for planned in binaries[0].plan.iter().filter(|p| p.will_attach()) {
         let result = match planned.spec.target {
             probes::ProbeTarget::Tracepoint { category, name } => tracer
                 .attach_tracepoint(planned.spec.program, category, name)
@@ -323,7 +429,13 @@ fn attach_target(
         };
         tracepoint_results.push((planned.spec.program, planned.spec.kind, result));
     }
-    probes::attach_report(&prepared.plan, &uprobe_results, &tracepoint_results)
+    binaries
+        .iter()
+        .zip(&uprobe_results)
+        .map(|(prepared, results)| {
+            probes::attach_report(&prepared.plan, results, &tracepoint_results)
+        })
+        .collect()
 }
 
 /// The kernel facts that decide how goprobe attaches, for `--list-probes`. The uprobe mode

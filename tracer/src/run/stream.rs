@@ -2,7 +2,7 @@
 //! something ends it, [`finish`] detaches, drains, stops a started command and
 //! summarises.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{future::Future, io, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tokio::{
@@ -21,6 +21,7 @@ use crate::{
     pipeline::Pipeline,
     ringbuf::{self, Record, monotonic_ns},
     summary::{RunInfo, Summary},
+    target::ExitStatus,
 };
 
 /// The reader and the pipeline while records stream.
@@ -49,8 +50,8 @@ pub struct Tracing {
     metrics: Option<output::Metrics>,
 }
 
-/// Streams records through the pipeline until the target exits, `--duration` passes, a
-/// signal comes or an output fails.
+/// Streams records through the pipeline until every target has exited (or exec'd),
+/// `--duration` passes, a signal comes or an output fails.
 pub async fn trace(
     cli: &Cli,
     session: &mut Session,
@@ -67,15 +68,15 @@ pub async fn trace(
     let (stop, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(ringbuf::drain(rings, tx, stop_rx));
     let Outputs { list, metrics } = outputs;
-    let mut pipeline = Pipeline::new(
-        session.target.pid.get(),
-        Arc::clone(&session.prepared.binary),
-        session.bias,
-        list,
-        session.start_ns,
-        session.namespace.take(),
-    );
-    let binary_text = session.prepared.shown_path.display().to_string();
+    let mut pipeline = Pipeline::new(list, session.start_ns);
+    for process in &mut session.processes {
+        pipeline.add_process(
+            process.target.pid.get(),
+            Arc::clone(&session.binaries[process.binary].binary),
+            process.bias,
+            process.namespace.take(),
+        );
+    }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     // An exec is noticed within this time; signal events of the new program that arrive
     // meanwhile are still correlated.
@@ -83,8 +84,10 @@ pub async fn trace(
     let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
+    let single = session.processes.len() == 1;
     let end = loop {
-        tokio::select! {
+        // What happened to one process; acted on after the select, which borrows them.
+        let ended: Option<(usize, EndReason)> = tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else {
                     bail!("the ring buffer reader stopped unexpectedly");
@@ -102,40 +105,62 @@ pub async fn trace(
                 if let Some(err) = failed {
                     break output_end(err);
                 }
+                None
             }
-            status = session.exit_watch.exited() => break EndReason::TargetExited(status?),
+            (index, status) = next_exit(&session.processes) => {
+                Some((index, EndReason::TargetExited(status?)))
+            }
             _ = &mut sleep => break EndReason::Duration,
-            _ = exec_check.tick() => {
-                if let Some(path) = session.exec_watch.exec_seen() {
-                    crate::diag!(
-                        "goprobe: pid {} exec'd {}: the probes cover only the program it ran \
-                         before, so tracing stops (trace the new program with --pid {})",
-                        session.target.pid,
-                        path.display(),
-                        session.target.pid
-                    );
-                    break EndReason::TargetExec(path);
-                }
-            }
+            _ = exec_check.tick() => session.processes.iter().enumerate().find_map(|(index, process)| {
+                let path = process.ended.is_none().then(|| process.exec_watch.exec_seen())??;
+                let pid = process.target.pid;
+                crate::diag!(
+                    "goprobe: pid {pid} exec'd {}: the probes cover only the program it ran \
+                     before, so {} (trace the new program with --pid {pid})",
+                    path.display(),
+                    if single { "tracing stops" } else { "its tracing stops" },
+                );
+                Some((index, EndReason::TargetExec(path)))
+            }),
             _ = refresh.tick(), if metrics.is_some() => {
-                if let Some(metrics) = &metrics {
-                    let yields = cli
-                        .wants_yields()
-                        .then(|| session.tracer.yields(session.target.pid.get()));
+                if let (Some(metrics), [process]) = (&metrics, &session.processes[..]) {
+                    let pid = process.target.pid.get();
+                    let prepared = &session.binaries[process.binary];
+                    let yields = cli.wants_yields().then(|| session.tracer.yields(pid));
                     let run = RunInfo {
-                        pid: session.target.pid.get(),
-                        binary: binary_text.clone(),
-                        go_version: session.prepared.version.clone(),
+                        pid,
+                        binary: prepared.shown_path.display().to_string(),
+                        go_version: prepared.version.clone(),
                         duration_ns: monotonic_ns().saturating_sub(session.start_ns),
                         voluntary_yields: yields,
-                        container: session.container.clone(),
+                        container: process.container.clone(),
+                        processes: 1,
                         ..RunInfo::default()
                     };
-                    metrics.update(&pipeline.aggregator.snapshot(run, session.tracer.counters()?));
+                    if let Some(traced) = pipeline.process_of(pid) {
+                        metrics.update(&traced.aggregator.snapshot(run, session.tracer.counters()?));
+                    }
                 }
+                None
             }
             _ = signals.interrupt.recv() => break EndReason::Interrupt,
             _ = signals.terminate.recv() => break EndReason::Terminate,
+        };
+        if let Some((index, reason)) = ended {
+            if single {
+                break reason;
+            }
+            let process = &mut session.processes[index];
+            // Its pid may be reused by an unrelated process: stop matching it.
+            session.tracer.untrace_process(process.target.pid.get())?;
+            process.ended = Some(reason);
+            if session
+                .processes
+                .iter()
+                .all(|process| process.ended.is_some())
+            {
+                break EndReason::AllExited;
+            }
         }
     };
     Ok((
@@ -150,8 +175,32 @@ pub async fn trace(
     ))
 }
 
+/// The first of the still-traced processes to exit: its index and how it ended. Pending
+/// forever when none is left.
+async fn next_exit(processes: &[super::TracedProcess]) -> (usize, io::Result<ExitStatus>) {
+    type Exit<'a> = Pin<Box<dyn Future<Output = (usize, io::Result<ExitStatus>)> + Send + 'a>>;
+    let mut exits: Vec<Exit<'_>> = processes
+        .iter()
+        .enumerate()
+        .filter(|(_, process)| process.ended.is_none())
+        .map(|(index, process)| -> Exit<'_> {
+            Box::pin(async move { (index, process.exit_watch.exited().await) })
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        exits
+            .iter_mut()
+            .find_map(|exit| match exit.as_mut().poll(cx) {
+                Poll::Ready(done) => Some(done),
+                Poll::Pending => None,
+            })
+            .map_or(Poll::Pending, Poll::Ready)
+    })
+    .await
+}
+
 /// Detaches, drains what the kernel still holds, stops a command goprobe started that is
-/// still running, and summarises.
+/// still running, and summarises each process.
 pub async fn finish(
     cli: &Cli,
     session: Session,
@@ -160,13 +209,11 @@ pub async fn finish(
 ) -> anyhow::Result<Finished> {
     let Session {
         tracer,
-        target,
-        prepared,
+        binaries,
         probes,
-        exit_watch,
+        processes,
         kernel_log,
         start_ns,
-        container,
         ..
     } = session;
     let Tracing {
@@ -176,11 +223,20 @@ pub async fn finish(
         mut pipeline,
         metrics,
     } = tracing;
-    // Before the command is stopped: what /proc says of it, for `goprobe verify`.
-    let process = crate::target::ProcessFacts::read(target.pid.get());
+    // Before a command is stopped: what /proc says of each, for `goprobe verify`.
+    let facts: Vec<_> = processes
+        .iter()
+        .map(|process| crate::target::ProcessFacts::read(process.target.pid.get()))
+        .collect();
     // Detach first, then read the kernel's counters: every record they count as
     // submitted is then already in a ring, which the reader drains last.
-    let yields = cli.wants_yields().then(|| tracer.yields(target.pid.get()));
+    let yields: Vec<Option<u64>> = processes
+        .iter()
+        .map(|process| {
+            cli.wants_yields()
+                .then(|| tracer.yields(process.target.pid.get()))
+        })
+        .collect();
     let kernel = tracer
         .detach()
         .context("reading the kernel-side counters")?;
@@ -204,10 +260,12 @@ pub async fn finish(
         metrics.server.abort();
     }
     // A command goprobe started does not outlive the trace.
-    let status = match &end {
-        EndReason::TargetExited(status) => Some(*status),
-        _ if target.is_child => Some(
-            exit_watch
+    let child = processes.iter().find(|process| process.target.is_child);
+    let status = match (&end, child) {
+        (EndReason::TargetExited(status), _) => Some(*status),
+        (_, Some(child)) => Some(
+            child
+                .exit_watch
                 .stop_child(end.stop_signal(), STOP_GRACE)
                 .await
                 .context("stopping the traced command")?,
@@ -217,39 +275,54 @@ pub async fn finish(
     if let EndReason::OutputFailed(err) = &end {
         bail!("{err}");
     }
-    let run = RunInfo {
-        pid: target.pid.get(),
-        binary: prepared.shown_path.display().to_string(),
-        go_version: prepared.version.clone(),
-        duration_ns: traced_ns,
-        probes,
-        end_reason: end.describe(),
-        voluntary_yields: yields,
-        process,
-        container,
-        untranslated_ids: pipeline
-            .namespace()
-            .map_or(0, |namespace| namespace.untranslated),
-    };
-    let summary = match pipeline.finish(run, kernel) {
-        Ok(summary) => Some(summary),
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => None,
+    let count = processes.len();
+    let mut facts = facts.into_iter();
+    let mut yields = yields.into_iter();
+    let mut infos: std::collections::HashMap<u32, RunInfo> = processes
+        .iter()
+        .map(|process| {
+            let prepared = &binaries[process.binary];
+            let pid = process.target.pid.get();
+            let info = RunInfo {
+                pid,
+                binary: prepared.shown_path.display().to_string(),
+                go_version: prepared.version.clone(),
+                duration_ns: traced_ns,
+                probes: probes[process.binary].clone(),
+                end_reason: process.ended.as_ref().unwrap_or(&end).describe(),
+                voluntary_yields: yields.next().flatten(),
+                process: facts.next().flatten(),
+                container: process.container.clone(),
+                untranslated_ids: 0,
+                processes: count,
+            };
+            (pid, info)
+        })
+        .collect();
+    let summaries = pipeline.finish(
+        |pid, traced| RunInfo {
+            untranslated_ids: traced.untranslated_ids(),
+            ..infos.remove(&pid).unwrap_or_default()
+        },
+        kernel.clone(),
+    );
+    let summaries = match summaries {
+        Ok(summaries) => summaries,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Vec::new(),
         Err(err) => return Err(err.into()),
     };
-    if let Some(summary) = &summary
-        && summary.lost_total() > 0
-    {
+    if kernel.lost.total() > 0 {
         crate::diag!(
             "goprobe: warning: {}",
-            output::loss_advice(summary, cli.ringbuf_kib)
+            output::loss_advice(&kernel.lost, cli.ringbuf_kib)
         );
     }
     Ok(Finished {
-        code: match status {
-            Some(status) if target.is_child => status.as_exit_code(),
+        code: match (status, child) {
+            (Some(status), Some(_)) => status.as_exit_code(),
             _ => 0,
         },
-        summary,
+        summaries,
     })
 }
 
@@ -257,6 +330,7 @@ pub async fn finish(
 pub struct Finished {
     /// goprobe's exit code: 0, or the status of the command it started.
     pub code: i32,
-    /// The summary, unless the output closed before it was written.
-    pub summary: Option<Summary>,
+    /// Each process's summary, in pid order; none when the output closed before they
+    /// were written.
+    pub summaries: Vec<Summary>,
 }

@@ -45,7 +45,9 @@ pub async fn verify(args: &VerifyCli, target: Target) -> anyhow::Result<Report> 
     let cli = Cli::try_parse_from(&argv).unwrap_or_else(|err| err.exit());
     let finished = crate::run::session(cli).await?;
     let summary = finished
-        .summary
+        .summaries
+        .into_iter()
+        .next()
         .ok_or_else(|| anyhow::anyhow!("tracing ended without a summary"))?;
     Ok(judge(&summary))
 }

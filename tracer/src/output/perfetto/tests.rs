@@ -279,6 +279,7 @@ impl Run {
             location,
             caller: None,
             rel_ns: 0,
+            multi: false,
         };
         self.out.event(&view).unwrap();
         self.drain();
@@ -294,6 +295,7 @@ impl Run {
                     attempt: &attempt,
                     location: None,
                     rel_ns: 0,
+                    multi: false,
                 };
                 self.out.attempt(&view).unwrap();
                 self.attempts.push(*attempt);

@@ -1,0 +1,253 @@
+//! Several processes in one run (`--pid A,B --pid C`): two of one binary, one of another
+//! release in a pid namespace of its own. Each is counted exactly, against the kernel's
+//! own count on its binary's inode, and the probes are per binary, not per process.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use goprobe_integration::{
+    BpfKind, Env, PrivateExe, Spawned, Traced, bpf_ids,
+    checks::assert_async_follows_sysmon_signal,
+    child_of, env, fixture_result, json_lines, read_lines, send_signal, temp_path,
+    tracefs::{TracefsUprobe, planned_offset},
+    u64_of, wait_timeout,
+};
+use serde_json::Value;
+
+const SPINNER_ARGS: [&str; 6] = ["-workers", "2", "-procs", "1", "-duration", "2s"];
+
+/// A spinner waiting for SIGUSR1, optionally in a pid namespace; its host pid.
+struct Waiting {
+    spawned: Spawned,
+    pid: u32,
+}
+
+fn start_waiting(exe: &Path, in_namespace: bool) -> Waiting {
+    let mut command = if in_namespace {
+        let mut command = Command::new("unshare");
+        command.args(["--fork", "--pid", "--mount-proc"]).arg(exe);
+        command
+    } else {
+        Command::new(exe)
+    };
+    command
+        .args(SPINNER_ARGS)
+        .env("GOPROBE_FIXTURE_TRIGGER", "signal");
+    let mut spawned = Spawned::start(&mut command);
+    let ready: Value = serde_json::from_str(
+        &spawned.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\"")),
+    )
+    .unwrap();
+    let pid = if in_namespace {
+        assert_eq!(ready["pid"], 1, "{ready}");
+        child_of(spawned.child.id()).expect("unshare's child")
+    } else {
+        spawned.child.id()
+    };
+    Waiting { spawned, pid }
+}
+
+/// goprobe on `pids` until its "attached" lines are all out; the BPF links it made.
+fn goprobe_attached(
+    env: &Env,
+    pids: &[u32],
+    extra: &[&str],
+) -> (std::process::Child, BTreeSet<u32>, Vec<String>) {
+    let before = bpf_ids(BpfKind::Link);
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let mut goprobe = Command::new(&env.goprobe)
+        .args(extra)
+        .args(["--pid", &list.join(",")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goprobe starts");
+    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("attached"))
+        .count()
+        < pids.len()
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stderr.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("goprobe did not attach to {pids:?}: {lines:#?}"),
+        }
+    }
+    let links = bpf_ids(BpfKind::Link)
+        .difference(&before)
+        .copied()
+        .collect();
+    std::thread::spawn(move || for _ in stderr.iter() {});
+    (goprobe, links, lines)
+}
+
+#[test]
+fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
+    let env = env();
+    let (oldest, newest) = (&env.releases[0], env.newest());
+    // Private copies: no other process can hit a uprobe on these inodes.
+    let shared = PrivateExe::copy_of(&env.fixture(newest, "default", "spinner"), "shared");
+    let other = PrivateExe::copy_of(&env.fixture(oldest, "default", "spinner"), "other");
+    let mut waiting = vec![
+        start_waiting(&shared.path, false),
+        start_waiting(&shared.path, false),
+        start_waiting(&other.path, true),
+    ];
+    let pids: Vec<u32> = waiting.iter().map(|w| w.pid).collect();
+
+    // One process per binary first, attached and gone before any workload starts.
+    let (mut probe_run, links_two, _) = goprobe_attached(&env, &[pids[0], pids[2]], &["-q"]);
+    send_signal(probe_run.id(), libc::SIGINT);
+    assert!(wait_timeout(&mut probe_run, Duration::from_secs(20)).success());
+
+    let shared_hits = TracefsUprobe::new(
+        "fleet_shared",
+        &shared.path,
+        planned_offset(&env.goprobe, &shared.path, "runtime.asyncPreempt2"),
+    );
+    let other_hits = TracefsUprobe::new(
+        "fleet_other",
+        &other.path,
+        planned_offset(&env.goprobe, &other.path, "runtime.asyncPreempt2"),
+    );
+    let out = temp_path("processes.jsonl");
+    let out_arg = out.display().to_string();
+    let (mut goprobe, links_three, attached) =
+        goprobe_attached(&env, &pids, &["--json", "-o", &out_arg]);
+    // A third process of a binary already probed adds no link.
+    assert_eq!(
+        links_three.len(),
+        links_two.len(),
+        "links with 3 processes of 2 binaries vs 1 process of each"
+    );
+    assert!(
+        attached
+            .iter()
+            .any(|line| line.contains(&format!("pid {}", pids[2]))
+                && line.contains("pid 1 in its pid namespace")),
+        "{attached:#?}"
+    );
+    for process in &waiting {
+        send_signal(process.pid, libc::SIGUSR1);
+    }
+    let status = wait_timeout(&mut goprobe, Duration::from_secs(30));
+    assert!(status.success(), "goprobe {status}");
+    let (shared_count, other_count) = (shared_hits.hits(), other_hits.hits());
+    drop((shared_hits, other_hits));
+    let stdouts: Vec<String> = waiting
+        .drain(..)
+        .map(|w| w.spawned.finish(Duration::from_secs(10)).1.join("\n"))
+        .collect();
+
+    let text = std::fs::read_to_string(&out).expect("goprobe's output");
+    let _ = std::fs::remove_file(&out);
+    let lines = json_lines(&text);
+    let total = lines.last().expect("a last line");
+    assert_eq!(total["type"], "total", "{total}");
+    assert_eq!(total["schema"], 5);
+    assert_eq!(total["lost_total"], 0, "{total}");
+    assert_eq!(total["unaccounted"], 0, "{total}");
+    assert_eq!(
+        total["processes"].as_array().map(Vec::len),
+        Some(3),
+        "{total}"
+    );
+
+    let mut asyncs = Vec::new();
+    for (index, pid) in pids.iter().enumerate() {
+        let mine = |line: &&Value| line["pid"].as_u64() == Some(u64::from(*pid));
+        let summary = lines
+            .iter()
+            .find(|line| line["type"] == "summary" && mine(line))
+            .unwrap_or_else(|| panic!("no summary for pid {pid}"))
+            .clone();
+        assert_eq!(summary["processes"], 3);
+        let traced = Traced {
+            events: lines
+                .iter()
+                .filter(|line| line["type"] == "event" && mine(line))
+                .cloned()
+                .collect(),
+            attempts: lines
+                .iter()
+                .filter(|line| line["type"] == "attempt" && mine(line))
+                .cloned()
+                .collect(),
+            summary,
+            fixture: fixture_result(&stdouts[index]),
+            stdout: stdouts[index].clone(),
+            stderr: String::new(),
+            status,
+        };
+        let label = format!("pid {pid}");
+        // One sysmon per process, every delivery after its own tgkill: nothing of
+        // another process was folded into this one.
+        assert_async_follows_sysmon_signal(&traced, &label);
+        assert_eq!(traced.count("signal_m"), traced.count("tgkill"), "{label}");
+        let row = total["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["pid"].as_u64() == Some(u64::from(*pid)))
+            .unwrap();
+        assert_eq!(
+            row["asynchronous"].as_u64(),
+            Some(traced.count("async_preempt"))
+        );
+        // Every worker the fixture reports was preempted, and only they, in its window.
+        let mut workers = traced.worker_goids();
+        workers.sort_unstable();
+        let preempted: BTreeSet<u64> = traced
+            .in_window("async_preempt")
+            .map(|e| u64_of(e, "goid"))
+            .collect();
+        assert_eq!(
+            preempted.into_iter().collect::<Vec<_>>(),
+            workers,
+            "{label}"
+        );
+        asyncs.push(traced.count("async_preempt"));
+    }
+    if attached[0].contains("uprobe_multi") {
+        // One uprobe_multi link per binary; the others are the tracepoints'.
+        let first = lines.iter().find(|l| l["type"] == "summary").unwrap();
+        let tracepoints = first["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["attached"] == true && p["program"] != "go_runtime")
+            .count();
+        assert_eq!(links_three.len(), 2 + tracepoints, "{links_three:?}");
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .find(|l| l["type"] == "summary" && l["pid"] == pids[2])
+            .unwrap()["ns_pid"],
+        1
+    );
+    eprintln!(
+        "async per process {asyncs:?}; kernel-counted asyncPreempt2: shared binary \
+         {shared_count}, other {other_count}; links {}",
+        links_three.len()
+    );
+    assert!(asyncs.iter().all(|&n| n >= 25), "{asyncs:?}");
+    assert_eq!(
+        asyncs[0] + asyncs[1],
+        shared_count,
+        "the two processes of one binary"
+    );
+    assert_eq!(
+        asyncs[2], other_count,
+        "the namespaced process of the other binary"
+    );
+}
