@@ -103,6 +103,10 @@ fn process_in_pid_and_mount_namespaces_is_traced_exactly() {
             inside = inside.display(),
             procs = cgroup.dir.join("cgroup.procs").display(),
         );
+        eprintln!(
+            "{release}: cgroup {} made; starting the container",
+            cgroup.path
+        );
         let mut container = Spawned::start(
             Command::new("unshare")
                 .args(["--fork", "--pid", "--mount", "--mount-proc"])
@@ -122,11 +126,13 @@ fn process_in_pid_and_mount_namespaces_is_traced_exactly() {
             inside.display()
         );
 
+        eprintln!("{release}: container ready, host pid {host_pid}");
         // The kernel's own count of asyncPreempt2, on the container's copy (its inode).
         let exe = PathBuf::from(format!("/proc/{host_pid}/exe"));
         let offset = planned_offset(&env.goprobe, &fixture, "runtime.asyncPreempt2");
         let probe = TracefsUprobe::new("container_ap2", &exe, offset);
 
+        eprintln!("{release}: tracefs uprobe made");
         let out = temp_path("container.jsonl");
         let mut goprobe = Command::new(&env.goprobe)
             .args(["--json", "-o"])
@@ -147,6 +153,7 @@ fn process_in_pid_and_mount_namespaces_is_traced_exactly() {
                 && attached.contains(&format!("container docker {}", &id[..12])),
             "{release}: the attach line names the namespace pid and the container: {attached}"
         );
+        eprintln!("{release}: goprobe attached");
         send_signal(host_pid, libc::SIGUSR1);
         let status = wait_timeout(&mut goprobe, Duration::from_secs(30));
         let (_, stdout) = container.finish(Duration::from_secs(10));

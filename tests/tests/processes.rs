@@ -217,7 +217,7 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
         );
         asyncs.push(traced.count("async_preempt"));
     }
-    if attached[0].contains("uprobe_multi") {
+    if attached[0].contains("uprobe_multi (one link per binary)") {
         // One uprobe_multi link per binary; the others are the tracepoints'.
         let first = lines.iter().find(|l| l["type"] == "summary").unwrap();
         let tracepoints = first["probes"]

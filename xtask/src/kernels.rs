@@ -69,7 +69,7 @@ mount -t tmpfs tmpfs /rw; mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /merged || echo "goprobe-guest: overlay failed"
 mkdir -p /merged/goprobe-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /merged/goprobe-out
-chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; ip link set lo up; . /goprobe-out/run.sh'
+chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; mount -t cgroup2 cgroup2 /sys/fs/cgroup; ip link set lo up; . /goprobe-out/run.sh'
 sync
 poweroff -f
 "#;
