@@ -45,6 +45,8 @@ pub mod programs {
     pub const RAW_SIGNAL_GENERATE: &str = "raw_signal_generate";
     /// raw tracepoint `signal_deliver`, SIGURG only.
     pub const RAW_SIGNAL_DELIVER: &str = "raw_signal_deliver";
+    /// tracepoint `sched/sched_process_exec`: every exec on the host (`--all` only).
+    pub const TP_SCHED_PROCESS_EXEC: &str = "tp_sched_process_exec";
     /// tracepoint `signal/signal_generate` (the fallback without BTF).
     pub const TP_SIGNAL_GENERATE: &str = "tp_signal_generate";
     /// tracepoint `signal/signal_deliver` (the fallback without BTF).

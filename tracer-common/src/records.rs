@@ -54,13 +54,17 @@ pub enum EventKind {
     /// which fires even when a seccomp filter refused the call (`sys_enter_tgkill` does
     /// not). Record: [`TgkillFailed`].
     TgkillFailed = 15,
+    /// A process called `execve` (tracepoint `sched/sched_process_exec`), any process on
+    /// the host: how `--all` finds new Go programs. Attached only for `--all`. Record:
+    /// [`ProcessExec`].
+    ProcessExec = 16,
 }
 
 /// One more than the largest [`EventKind`] value: the length of per-kind counter arrays.
-pub const KIND_COUNT: u32 = 16;
+pub const KIND_COUNT: u32 = 17;
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::SysmonTick,
         EventKind::PreemptOne,
         EventKind::PreemptM,
@@ -76,6 +80,7 @@ impl EventKind {
         EventKind::SuspendG,
         EventKind::Execute,
         EventKind::TgkillFailed,
+        EventKind::ProcessExec,
     ];
 }
 
@@ -260,6 +265,14 @@ pub struct SignalDeliver {
     pub code: i32,
 }
 
+/// [`EventKind::ProcessExec`]: the header's tgid is the process that exec'd (its new
+/// program already mapped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessExec {
+    pub header: EventHeader,
+}
+
 /// Flags in [`GoroutineHook::flags`].
 pub mod goroutine_flags {
     /// `goschedImpl` is on a preemption path: called from one (its probe sits on the
@@ -307,6 +320,7 @@ const _: () = {
     assert!(core::mem::size_of::<SignalGenerate>() == 56);
     assert!(core::mem::size_of::<SignalDeliver>() == 56);
     assert!(core::mem::size_of::<GoroutineHook>() == 64);
+    assert!(core::mem::size_of::<ProcessExec>() == 32);
 };
 
 #[cfg(feature = "user")]
@@ -324,4 +338,5 @@ mod pod {
     unsafe impl aya::Pod for SignalGenerate {}
     unsafe impl aya::Pod for SignalDeliver {}
     unsafe impl aya::Pod for GoroutineHook {}
+    unsafe impl aya::Pod for ProcessExec {}
 }

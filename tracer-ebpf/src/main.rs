@@ -9,7 +9,8 @@
 //!   function of a binary; the attach cookie says which, and it dispatches to
 //! - [`sysmon`] (tick and preemption requests) and [`goroutine`] (the handler, the
 //!   preemption itself, where the goroutine goes next);
-//! - [`signal`]: the kernel's view of SIGURG (tgkill, generation, delivery).
+//! - [`signal`]: the kernel's view of SIGURG (tgkill, generation, delivery);
+//! - [`process`]: execs, for `--all` to find new Go programs.
 //!
 //! Two ring buffers: [`EVENTS`] for the preemption chain and [`BULK`] for the high-rate
 //! records (voluntary yields and `execute`, only with `--slices`), so a flood of the
@@ -21,6 +22,7 @@
 #![no_main]
 
 mod goroutine;
+mod process;
 mod runtime;
 mod signal;
 mod sysmon;

@@ -72,7 +72,7 @@ fn records(pc: u64) -> Vec<Record> {
 fn run(name: &str, binary: &Arc<GoBinary>, pc: u64, output: Box<dyn Output>) {
     let input = records(pc);
     let n = input.len() as f64;
-    let mut pipeline = Pipeline::new(vec![output], 0);
+    let mut pipeline = Pipeline::new(vec![output], 0, false);
     pipeline.add_process(100, Arc::clone(binary), 0, None);
     let started = Instant::now();
     for record in input {

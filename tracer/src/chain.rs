@@ -105,7 +105,10 @@ impl Link {
             EventKind::DoSigPreempt => Link::Handler,
             EventKind::AsyncPreempt2 => Link::AsyncPreempt2,
             EventKind::GoschedImpl | EventKind::PreemptPark => Link::Off,
-            EventKind::Yield | EventKind::Execute | EventKind::TgkillFailed => return None,
+            EventKind::Yield
+            | EventKind::Execute
+            | EventKind::TgkillFailed
+            | EventKind::ProcessExec => return None,
         })
     }
 

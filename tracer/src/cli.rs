@@ -27,7 +27,7 @@ use clap::{ArgGroup, Parser, ValueEnum};
         `goprobe verify [--pid PID | -- CMD]` gives a PASS/WARN/FAIL verdict on async\n\
         preemption in a process, or on this host (see `goprobe verify --help`)."
 )]
-#[command(group(ArgGroup::new("target").required(true).args(["pid", "command"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "command", "all"])))]
 pub struct Cli {
     /// Process id of a Go program to trace (host pid). Repeat it, or give a list
     /// (`-p 12,34`), to trace several: processes of one binary share its probes.
@@ -39,6 +39,26 @@ pub struct Cli {
         conflicts_with = "command"
     )]
     pub pid: Vec<NonZeroU32>,
+
+    /// Trace every Go process on the host (Go 1.21+), those running now and those that
+    /// start later (found at their exec). Non-Go processes are ignored; runs until
+    /// Ctrl-C or --duration.
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    pub all: bool,
+
+    /// With --all: only processes whose executable path (as the process sees it)
+    /// matches this shell pattern (`*` also crosses `/`), e.g. '*/bin/api-*'.
+    #[arg(long, value_name = "GLOB", requires = "all", value_parser = parse_glob)]
+    pub exe: Option<glob::Pattern>,
+
+    /// With --all: only processes with this command name (/proc/PID/comm, 15 chars).
+    #[arg(long, value_name = "NAME", requires = "all")]
+    pub comm: Option<String>,
+
+    /// With --all: only processes whose cgroup path starts with PATH, or whose container
+    /// id starts with PATH (`--cgroup 1a2b3c`).
+    #[arg(long, value_name = "PATH", requires = "all")]
+    pub cgroup: Option<String>,
 
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
@@ -153,6 +173,10 @@ impl Cli {
 /// Longest `--duration`: ten years, far beyond any trace, well inside `Duration`.
 const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86_400.0;
 
+fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(text).map_err(|err| format!("not a shell pattern: {err}"))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
@@ -262,6 +286,22 @@ mod tests {
         let pids: Vec<u32> = cli.pid.iter().map(|pid| pid.get()).collect();
         assert_eq!(pids, [7, 8, 9]);
         assert!(Cli::try_parse_from(["goprobe", "-p", "7,0"]).is_err());
+    }
+
+    #[test]
+    fn all_takes_filters_and_excludes_pids() {
+        let cli =
+            Cli::try_parse_from(["goprobe", "--all", "--exe", "/srv/*", "--comm", "api"]).unwrap();
+        assert!(cli.all);
+        assert!(cli.exe.unwrap().matches("/srv/bin/api"));
+        for args in [
+            &["goprobe", "--all", "-p", "1"][..],
+            &["goprobe", "--exe", "x"],
+            &["goprobe", "--all", "--exe", "[oops"],
+            &["goprobe", "--all", "--", "./app"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

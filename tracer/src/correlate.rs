@@ -243,7 +243,7 @@ impl Correlator {
                 Meaning::None
             }
             EventData::Goroutine { .. } => self.on_goroutine(event, hints),
-            EventData::SignalM { .. } => Meaning::None,
+            EventData::SignalM { .. } | EventData::ProcessExec => Meaning::None,
         };
         if self.now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS {
             self.sweep();

@@ -5,8 +5,9 @@ use std::mem::size_of;
 
 use thiserror::Error;
 use tracer_common::{
-    EventHeader, EventKind, GOID_UNKNOWN, GoroutineHook, KIND_COUNT, PreemptRequest, SignalDeliver,
-    SignalGenerate, SignalM, SysmonTick, Tgkill, TgkillFailed, goroutine_flags, signal_result,
+    EventHeader, EventKind, GOID_UNKNOWN, GoroutineHook, KIND_COUNT, PreemptRequest, ProcessExec,
+    SignalDeliver, SignalGenerate, SignalM, SysmonTick, Tgkill, TgkillFailed, goroutine_flags,
+    signal_result,
 };
 
 /// One decoded record.
@@ -91,6 +92,8 @@ pub enum EventData {
         group: bool,
         result: SignalResult,
     },
+    /// A process exec'd (`--all` only).
+    ProcessExec,
     SignalDeliver {
         user_pc: u64,
         user_sp: u64,
@@ -245,6 +248,10 @@ impl Event {
                     result: SignalResult::from_raw(r.result),
                 }
             }
+            EventKind::ProcessExec => {
+                let _: ProcessExec = read(bytes, "exec record")?;
+                EventData::ProcessExec
+            }
             EventKind::SignalDeliver => {
                 let r: SignalDeliver = read(bytes, "signal_deliver record")?;
                 EventData::SignalDeliver {
@@ -350,6 +357,7 @@ pub(crate) mod tests {
                 "suspend_g",
                 "execute",
                 "tgkill_failed",
+                "process_exec",
             ]
         );
     }

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use goprobe::{cli::Cli, run, verify};
 
 enum Invocation {
-    Trace(Cli),
+    Trace(Box<Cli>),
     Verify(verify::VerifyCli),
 }
 
@@ -20,7 +20,7 @@ fn main() {
         args.remove(0);
         Invocation::Verify(verify::VerifyCli::parse_from(args))
     } else {
-        Invocation::Trace(Cli::parse())
+        Invocation::Trace(Box::new(Cli::parse()))
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -34,7 +34,7 @@ fn main() {
         }
     };
     let outcome = match invocation {
-        Invocation::Trace(cli) => runtime.block_on(run::run(cli)),
+        Invocation::Trace(cli) => runtime.block_on(run::run(*cli)),
         Invocation::Verify(args) => runtime.block_on(verify::run(args)),
     };
     let code = match outcome {

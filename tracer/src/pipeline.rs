@@ -30,8 +30,14 @@ pub struct Pipeline {
     pub start_ns: u64,
     /// The next sequence number expected from each (stream, CPU).
     next_seq: HashMap<(u32, u32), u64>,
-    /// Records of no traced process (a pid whose tracing ended, or reused).
-    pub unrouted: u64,
+    /// Several processes are traced (or may be, `--all`): lines name the pid, the
+    /// kernel's counters go in a [`Total`] after the per-process summaries.
+    multi: bool,
+    /// Processes that exec'd (`--all`), with when, for the session to look at.
+    execs: Vec<(u32, u64)>,
+    /// What the whole run adds up to: the processes already summarised, the records the
+    /// pipeline consumed itself, and those of no process.
+    total: Total,
 }
 
 /// What one traced process's records go through.
@@ -53,14 +59,26 @@ impl ProcessPipeline {
 }
 
 impl Pipeline {
-    pub fn new(outputs: Vec<Box<dyn Output>>, start_ns: u64) -> Pipeline {
+    pub fn new(outputs: Vec<Box<dyn Output>>, start_ns: u64, multi: bool) -> Pipeline {
         Pipeline {
             processes: BTreeMap::new(),
             outputs,
             start_ns,
             next_seq: HashMap::new(),
-            unrouted: 0,
+            multi,
+            execs: Vec::new(),
+            total: Total::default(),
         }
+    }
+
+    /// Whether lines name the pid and a [`Total`] follows the summaries.
+    pub fn is_multi(&self) -> bool {
+        self.multi
+    }
+
+    /// The processes that exec'd since the last call.
+    pub fn take_execs(&mut self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.execs)
     }
 
     /// Routes the records of process `pid` (host pid) to a pipeline of its own.
@@ -96,11 +114,16 @@ impl Pipeline {
                         process.correlator.mark_loss();
                     }
                 }
+                if event.kind == EventKind::ProcessExec {
+                    self.total.consumed.add(event.kind);
+                    self.execs.push((event.tgid, event.ts_ns));
+                    return Ok(());
+                }
                 let Some(pid) = self.route(&event) else {
-                    self.unrouted += 1;
+                    self.total.unrouted += 1;
                     return Ok(());
                 };
-                let multi = self.processes.len() > 1;
+                let multi = self.multi;
                 let Pipeline {
                     processes,
                     outputs,
@@ -146,8 +169,9 @@ impl Pipeline {
             }
             Record::Malformed(err) => {
                 // Charged to the first process: it cannot be told whose it was.
-                if let Some(process) = self.processes.values_mut().next() {
-                    process.aggregator.add_malformed();
+                match self.processes.values_mut().next() {
+                    Some(process) => process.aggregator.add_malformed(),
+                    None => self.total.malformed += 1,
                 }
                 crate::diag!("goprobe: warning: malformed record: {err}");
                 Ok(())
@@ -187,51 +211,75 @@ impl Pipeline {
             .try_for_each(|output| output.flush())
     }
 
+    /// Ends one process's tracing before the run ends (it exited or exec'd): closes what
+    /// is open, renders its summary to every output and forgets its state, so a long
+    /// run's memory does not grow with the processes that came and went.
+    pub fn finish_process(&mut self, pid: u32, info: RunInfo) -> io::Result<()> {
+        let Some(process) = self.processes.remove(&pid) else {
+            return Ok(());
+        };
+        let summary = self.summarise(pid, process, info, KernelCounters::default())?;
+        self.total.add(&summary);
+        Ok(())
+    }
+
+    fn summarise(
+        &mut self,
+        pid: u32,
+        mut process: ProcessPipeline,
+        info: RunInfo,
+        kernel: KernelCounters,
+    ) -> io::Result<Summary> {
+        process.correlator.finish();
+        flush_findings(
+            pid,
+            &mut process,
+            &mut self.outputs,
+            self.start_ns,
+            self.multi,
+        )?;
+        let ProcessPipeline {
+            aggregator,
+            mut symbolizer,
+            ..
+        } = process;
+        let summary = aggregator.finish(info, kernel, &mut symbolizer);
+        for output in &mut self.outputs {
+            output.summary(&summary)?;
+        }
+        Ok(summary)
+    }
+
     /// Closes what is still open in every process, renders each process's summary to
     /// every output, and returns them in pid order. `run` gives each process's
-    /// [`RunInfo`]; the kernel's counters are the whole run's, so with several processes
-    /// each summary gets only its own received counts and the total carries the kernel's.
+    /// [`RunInfo`]. The kernel's counters are the whole run's: with one process they are
+    /// in its summary; with several each summary has only its own received counts, and
+    /// the [`Total`] after them has the kernel's.
     pub fn finish(
-        self,
+        mut self,
         mut run: impl FnMut(u32, &ProcessPipeline) -> RunInfo,
         kernel: KernelCounters,
     ) -> io::Result<Vec<Summary>> {
-        let Pipeline {
-            processes,
-            mut outputs,
-            start_ns,
-            unrouted,
-            ..
-        } = self;
-        let multi = processes.len() > 1;
+        let processes = std::mem::take(&mut self.processes);
         let mut summaries = Vec::new();
-        for (pid, mut process) in processes {
-            process.correlator.finish();
-            flush_findings(pid, &mut process, &mut outputs, start_ns, multi)?;
+        for (pid, process) in processes {
             let info = run(pid, &process);
-            let ProcessPipeline {
-                aggregator,
-                mut symbolizer,
-                ..
-            } = process;
-            let kernel = if multi {
+            let counters = if self.multi {
                 KernelCounters::default()
             } else {
                 kernel.clone()
             };
-            let summary = aggregator.finish(info, kernel, &mut symbolizer);
-            for output in &mut outputs {
-                output.summary(&summary)?;
-            }
+            let summary = self.summarise(pid, process, info, counters)?;
+            self.total.add(&summary);
             summaries.push(summary);
         }
-        if multi {
-            let total = Total::of(&summaries, kernel, unrouted);
-            for output in &mut outputs {
-                output.total(&total)?;
+        if self.multi {
+            self.total.kernel = kernel;
+            for output in &mut self.outputs {
+                output.total(&self.total)?;
             }
         }
-        for output in &mut outputs {
+        for output in &mut self.outputs {
             output.flush()?;
         }
         Ok(summaries)

@@ -316,9 +316,9 @@ pub struct RunInfo {
     /// Namespace thread ids that could not be turned into host ids (their thread had
     /// exited before goprobe looked): records left with the namespace's id.
     pub untranslated_ids: u64,
-    /// How many processes the run traced: with more than one, the kernel's counters
-    /// (lost, submitted) are in the [`Total`], not in each process's summary.
-    pub processes: usize,
+    /// The run traced several processes (or `--all`): the kernel's counters (lost,
+    /// submitted) are in the [`Total`], not in each process's summary.
+    pub shares_run: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -374,6 +374,7 @@ pub struct Summary {
 
 /// The whole run when it traced several processes: one row per process, and the
 /// kernel's counters (which are per kind, not per process).
+#[derive(Default)]
 pub struct Total {
     pub processes: Vec<ProcessRow>,
     pub received: PerKind,
@@ -381,6 +382,8 @@ pub struct Total {
     pub kernel: KernelCounters,
     /// Records that belonged to no traced process.
     pub unrouted: u64,
+    /// Records the run itself consumed (execs, for `--all`).
+    pub consumed: PerKind,
 }
 
 /// One process in the [`Total`].
@@ -396,34 +399,30 @@ pub struct ProcessRow {
     pub attempts: u64,
 }
 
+impl ProcessRow {
+    pub fn of(s: &Summary) -> ProcessRow {
+        ProcessRow {
+            pid: s.run.pid,
+            binary: s.run.binary.clone(),
+            go_version: s.run.go_version.clone(),
+            container: s.run.container.clone(),
+            end_reason: s.run.end_reason.clone(),
+            events: s.received.total(),
+            asynchronous: s.async_preemptions(),
+            cooperative: s.preemptions.cooperative(),
+            attempts: s.attempts(),
+        }
+    }
+}
+
 impl Total {
-    pub fn of(summaries: &[Summary], kernel: KernelCounters, unrouted: u64) -> Total {
-        let mut received = PerKind::default();
-        for summary in summaries {
-            for (total, n) in received.0.iter_mut().zip(summary.received.0) {
-                *total += n;
-            }
+    /// Adds a process's summary: its row and its counts.
+    pub fn add(&mut self, s: &Summary) {
+        self.processes.push(ProcessRow::of(s));
+        for (total, n) in self.received.0.iter_mut().zip(s.received.0) {
+            *total += n;
         }
-        Total {
-            processes: summaries
-                .iter()
-                .map(|s| ProcessRow {
-                    pid: s.run.pid,
-                    binary: s.run.binary.clone(),
-                    go_version: s.run.go_version.clone(),
-                    container: s.run.container.clone(),
-                    end_reason: s.run.end_reason.clone(),
-                    events: s.received.total(),
-                    asynchronous: s.async_preemptions(),
-                    cooperative: s.preemptions.cooperative(),
-                    attempts: s.attempts(),
-                })
-                .collect(),
-            received,
-            malformed: summaries.iter().map(|s| s.malformed).sum(),
-            kernel,
-            unrouted,
-        }
+        self.malformed += s.malformed;
     }
 
     pub fn lost_total(&self) -> u64 {
@@ -432,10 +431,9 @@ impl Total {
 
     /// Records the kernel submitted that no process's pipeline decoded.
     pub fn unaccounted(&self) -> u64 {
-        self.kernel
-            .submitted
-            .total()
-            .saturating_sub(self.received.total() + self.malformed + self.unrouted)
+        self.kernel.submitted.total().saturating_sub(
+            self.received.total() + self.consumed.total() + self.malformed + self.unrouted,
+        )
     }
 }
 

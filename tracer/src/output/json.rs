@@ -70,6 +70,7 @@ macro_rules! event_line {
 }
 
 event_line!(TickLine { now_ns: i64 });
+event_line!(ExecLine {});
 event_line!(RequestLine {
     p_id: Option<i32>,
     m_tid: Option<u32>,
@@ -150,6 +151,7 @@ pub fn write_event<W: Write>(out: &mut W, view: &EventView<'_>) -> serde_json::R
     let location = view.location.as_deref();
     match &event.data {
         EventData::SysmonTick { now_ns } => line!(TickLine { now_ns: *now_ns }),
+        EventData::ProcessExec => line!(ExecLine {}),
         EventData::PreemptRequest {
             p_id,
             m_tid,
@@ -527,7 +529,7 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         #[serde(skip_serializing_if = "Option::is_none")]
         container: Option<ContainerRow<'a>>,
         untranslated_ids: u64,
-        processes: usize,
+        counters_in_total: bool,
         binary: &'a str,
         go_version: &'a str,
         duration_ns: u64,
@@ -570,7 +572,7 @@ pub fn write_summary<W: Write>(out: &mut W, s: &Summary) -> serde_json::Result<(
         cgroup: run.container.cgroup.as_deref(),
         container: ContainerRow::of(&run.container),
         untranslated_ids: run.untranslated_ids,
-        processes: run.processes.max(1),
+        counters_in_total: run.shares_run,
         binary: &run.binary,
         go_version: &run.go_version,
         duration_ns: run.duration_ns,

@@ -58,6 +58,7 @@ pub fn describe(view: &EventView<'_>) -> String {
         .unwrap_or_default();
     match &view.event.data {
         EventData::SysmonTick { now_ns } => format!("now={now_ns}"),
+        EventData::ProcessExec => "exec".into(),
         EventData::PreemptRequest {
             m_tid,
             goid,
@@ -500,7 +501,7 @@ fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         writeln!(out)?;
     }
 
-    if run.processes > 1 {
+    if run.shares_run {
         // The kernel counts losses per kind, not per process: they are in the total.
         writeln!(out, "{:<18} {:>10}", "events", "received")?;
         for kind in EventKind::ALL {

@@ -6,7 +6,9 @@
 use std::{io, num::NonZeroU32, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
+use tracer_common::{EventKind, names::programs};
 
+mod discover;
 mod end;
 mod stream;
 
@@ -27,6 +29,7 @@ use crate::{
     preflight,
     probes::{self, PlannedProbe, ReleaseFacts},
     ringbuf::monotonic_ns,
+    run::discover::{Discovery, Known, Verdict},
     summary::ProbeLine,
     target::{self, ExecWatch, ExitWatch, Target},
 };
@@ -146,6 +149,12 @@ fn prepare(cli: &Cli, kernel: Option<&KernelFacts>) -> anyhow::Result<Plan> {
         binaries: Vec::new(),
         existing: Vec::new(),
     };
+    if cli.all {
+        if cli.list_probes {
+            bail!("--list-probes shows one binary's plan: give it --pid or a command, not --all");
+        }
+        return Ok(plan);
+    }
     if cli.pid.is_empty() {
         let command = cli.command.first().expect("clap requires a target");
         let path = target::resolve_command(command)?;
@@ -187,6 +196,17 @@ fn prepare_binary(
 ) -> anyhow::Result<Prepared> {
     let binary = GoBinary::open(&binary_path)
         .with_context(|| format!("analysing {}", shown_path.display()))?;
+    prepare_opened(cli, kernel, binary, binary_path, shown_path)
+}
+
+/// [`prepare_binary`] for a binary already opened.
+fn prepare_opened(
+    cli: &Cli,
+    kernel: Option<&KernelFacts>,
+    binary: GoBinary,
+    binary_path: PathBuf,
+    shown_path: PathBuf,
+) -> anyhow::Result<Prepared> {
     crate::gobin::check_platform(&binary, &shown_path)?;
     let version = binary.go_version().cloned().context(
         "cannot tell which Go release built this binary (no build info or version string)",
@@ -220,13 +240,21 @@ fn prepare_binary(
     })
 }
 
+/// A tracepoint's attach result, for the attach report.
+type TracepointResult = (&'static str, EventKind, Result<(), String>);
+
 /// Every traced process with everything attached.
 struct Session {
     tracer: LoadedTracer,
+    kernel: KernelFacts,
     binaries: Vec<Prepared>,
     /// The attach report of each binary, by index.
     probes: Vec<Vec<ProbeLine>>,
+    /// The signal tracepoints, attached with the first binary.
+    tracepoints: Option<Vec<TracepointResult>>,
     processes: Vec<TracedProcess>,
+    /// `--all`: what decides which processes to trace, and what it has seen.
+    discovery: Option<Discovery>,
     kernel_log: Option<tokio::task::JoinHandle<io::Result<()>>>,
     /// Time zero of the relative timestamps: when the probes went live.
     start_ns: u64,
@@ -247,54 +275,10 @@ struct TracedProcess {
     ended: Option<end::EndReason>,
 }
 
-/// Loads the kernel side, attaches every binary's plan once and the processes to them
-/// (starting the command paused first), and lets a started command run.
-fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session> {
-    // -v: kernel-side warnings; -vv: debug (failed reads of Go memory, ...).
-    let log_level = match cli.verbose {
-        0 => 0,
-        1 => 2,
-        _ => 4,
-    };
-    let rings = RingSizes {
-        chain: cli.ringbuf_kib * 1024,
-        bulk: if cli.wants_yields() {
-            BULK_RING_FACTOR * cli.ringbuf_kib * 1024
-        } else {
-            EMPTY_RING_BYTES
-        },
-    };
-    let mut tracer = LoadedTracer::load(&kernel.settings, rings, log_level)
-        .map_err(|err| verifier_detail(err, cli.verbose))?;
-    let kernel_log = match cli.verbose {
-        0 => None,
-        _ => Some(tokio::spawn(crate::loader::drain_kernel_log(
-            tracer
-                .kernel_log()
-                .context("reading the kernel side's log")?,
-        ))),
-    };
-    let Plan { binaries, existing } = plan;
-    let (targets, paused) = if existing.is_empty() {
-        let (target, paused) = target::spawn_paused(&binaries[0].binary_path, &cli.command)?;
-        (vec![(target, 0)], Some(paused))
-    } else {
-        (existing, None)
-    };
-    let attached = attach_targets(&mut tracer, &binaries, &targets, cli.verbose);
-    let probes = match attached {
-        Ok(probes) => probes,
-        Err(err) => {
-            if let Some(paused) = paused {
-                paused.abort();
-            } else if let Some((target, _)) = targets.iter().find(|(t, _)| !t.is_alive()) {
-                bail!("process {} exited while goprobe was attaching", target.pid);
-            }
-            return Err(err);
-        }
-    };
-    let mut processes = Vec::new();
-    for (target, binary) in targets {
+impl TracedProcess {
+    /// Everything known of a process whose probes are in place (its exe, namespace,
+    /// container); `bias` is found later, once a started command runs its program.
+    fn new(target: Target, binary: usize) -> anyhow::Result<TracedProcess> {
         warn_async_preemption_off(&target);
         let pid = target.pid;
         let namespace = PidNamespace::of(pid.get())
@@ -305,7 +289,7 @@ fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session
         );
         let exit_watch = ExitWatch::new(&target).context("watching the target process")?;
         let exec_watch = ExecWatch::new(&target).context("watching the target process")?;
-        processes.push(TracedProcess {
+        Ok(TracedProcess {
             target,
             binary,
             exit_watch,
@@ -314,37 +298,26 @@ fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session
             namespace,
             container,
             ended: None,
-        });
+        })
     }
-    let start_ns = monotonic_ns();
-    if let Some(paused) = paused {
-        paused.release()?;
-    }
-    for process in &mut processes {
-        let prepared = &binaries[process.binary];
-        let target = &process.target;
-        let attached = probes[process.binary]
-            .iter()
-            .filter(|line| line.attached)
-            .count();
+
+    /// Reads the load bias (PIE) and says that the process is traced.
+    fn announce(&mut self, prepared: &Prepared, probes: &[ProbeLine], mode: &str, ctrl_c: bool) {
+        let target = &self.target;
+        let attached = probes.iter().filter(|line| line.attached).count();
         crate::diag!(
-            "goprobe: attached {attached} probes to pid {} ({}, {}; {}); {}tracing{}",
+            "goprobe: attached {attached} probes to pid {} ({}, {}; {mode}); {}tracing{}",
             target.pid,
             prepared.shown_path.display(),
             prepared.version,
-            tracer.uprobe_mode().describe(),
-            if process.container.is_host() {
+            if self.container.is_host() {
                 String::new()
             } else {
-                format!("{}; ", process.container.describe())
+                format!("{}; ", self.container.describe())
             },
-            if cli.command.is_empty() {
-                "; Ctrl-C to stop"
-            } else {
-                ""
-            }
+            if ctrl_c { "; Ctrl-C to stop" } else { "" }
         );
-        process.bias = if prepared.binary.is_pie() {
+        self.bias = if prepared.binary.is_pie() {
             target::load_bias(
                 target.pid,
                 &target.attach_path,
@@ -362,80 +335,264 @@ fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session
             0
         };
     }
-    Ok(Session {
-        tracer,
-        binaries,
-        probes,
-        processes,
-        kernel_log,
-        start_ns,
-    })
 }
 
-/// Puts each binary and process in the kernel side's maps, attaches every binary's
-/// planned uprobes once and the tracepoints once; returns each binary's attach report.
+/// Loads the kernel side, attaches every binary's plan once and the processes to them
+/// (starting the command paused first), and lets a started command run. With `--all`
+/// no process is attached yet: [`Session::adopt`] does, from the start of tracing.
+fn attach(cli: &Cli, plan: Plan, kernel: &KernelFacts) -> anyhow::Result<Session> {
+    // -v: kernel-side warnings; -vv: debug (failed reads of Go memory, ...).
+    let log_level = match cli.verbose {
+        0 => 0,
+        1 => 2,
+        _ => 4,
+    };
+    let rings = RingSizes {
+        chain: cli.ringbuf_kib * 1024,
+        bulk: if cli.wants_yields() {
+            BULK_RING_FACTOR * cli.ringbuf_kib * 1024
+        } else {
+            EMPTY_RING_BYTES
+        },
+    };
+    let tracer = LoadedTracer::load(&kernel.settings, rings, log_level)
+        .map_err(|err| verifier_detail(err, cli.verbose))?;
+    let mut session = Session {
+        tracer,
+        kernel: kernel.clone(),
+        binaries: Vec::new(),
+        probes: Vec::new(),
+        tracepoints: None,
+        processes: Vec::new(),
+        discovery: None,
+        kernel_log: None,
+        start_ns: 0,
+    };
+    if cli.verbose > 0 {
+        session.kernel_log = Some(tokio::spawn(crate::loader::drain_kernel_log(
+            session
+                .tracer
+                .kernel_log()
+                .context("reading the kernel side's log")?,
+        )));
+    }
+    if cli.all {
+        // Execs first: a program started while the running ones are looked at is then
+        // still seen.
+        session
+            .tracer
+            .attach_tracepoint(
+                programs::TP_SCHED_PROCESS_EXEC,
+                "sched",
+                "sched_process_exec",
+            )
+            .map_err(|err| verifier_detail(err, cli.verbose))?
+            .map_err(|err| anyhow::anyhow!("attaching sched/sched_process_exec: {err}"))?;
+        session.discovery = Some(Discovery::new(cli));
+        session.start_ns = monotonic_ns();
+        return Ok(session);
+    }
+    let Plan { binaries, existing } = plan;
+    let (targets, paused) = if existing.is_empty() {
+        let (target, paused) = target::spawn_paused(&binaries[0].binary_path, &cli.command)?;
+        (vec![(target, 0)], Some(paused))
+    } else {
+        (existing, None)
+    };
+    let attached = attach_targets(&mut session, binaries, &targets, cli.verbose);
+    if let Err(err) = attached {
+        if let Some(paused) = paused {
+            paused.abort();
+        } else if let Some((target, _)) = targets.iter().find(|(t, _)| !t.is_alive()) {
+            bail!("process {} exited while goprobe was attaching", target.pid);
+        }
+        return Err(err);
+    }
+    for (target, binary) in targets {
+        session.processes.push(TracedProcess::new(target, binary)?);
+    }
+    session.start_ns = monotonic_ns();
+    if let Some(paused) = paused {
+        paused.release()?;
+    }
+    let mode = session.tracer.uprobe_mode().describe();
+    for process in &mut session.processes {
+        process.announce(
+            &session.binaries[process.binary],
+            &session.probes[process.binary],
+            mode,
+            cli.command.is_empty(),
+        );
+    }
+    Ok(session)
+}
+
+/// Puts each binary and process in the kernel side's maps and attaches every binary's
+/// planned uprobes once, and the tracepoints once.
 fn attach_targets(
-    tracer: &mut LoadedTracer,
-    binaries: &[Prepared],
+    session: &mut Session,
+    binaries: Vec<Prepared>,
     targets: &[(Target, usize)],
     verbose: u8,
-) -> anyhow::Result<Vec<Vec<ProbeLine>>> {
-    // Programs load lazily, on their first attach: a verifier rejection surfaces here.
-    let detail = |err| verifier_detail(err, verbose);
-    for (slot, prepared) in binaries.iter().enumerate() {
+) -> anyhow::Result<()> {
+    for (slot, prepared) in binaries.into_iter().enumerate() {
+        // With one traced process of a binary the kernel filters the others out before
+        // the program even runs; with several, the program's map lookup does.
+        let mut users = targets.iter().filter(|(_, s)| *s == slot);
+        let (pid, attach_path) = match (users.next(), users.next()) {
+            (Some((target, _)), None) => (Some(target.pid), target.attach_path.clone()),
+            (Some((target, _)), Some(_)) => (None, target.attach_path.clone()),
+            _ => (None, prepared.binary_path.clone()),
+        };
+        session.attach_binary(prepared, &attach_path, pid, verbose)?;
+    }
+    for (target, slot) in targets {
+        session
+            .tracer
+            .trace_process(target.pid.get(), *slot as u32)?;
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Gives `prepared` the next BINARIES slot and attaches its uprobes (and, with the
+    /// first binary, the tracepoints); returns its slot.
+    fn attach_binary(
+        &mut self,
+        prepared: Prepared,
+        attach_path: &std::path::Path,
+        pid: Option<NonZeroU32>,
+        verbose: u8,
+    ) -> anyhow::Result<usize> {
+        // Programs load lazily, on their first attach: a verifier rejection surfaces here.
+        let detail = |err| verifier_detail(err, verbose);
+        let slot = self.binaries.len();
         let config = offsets::binary_config(
             prepared.layout.offsets.as_ref(),
             prepared.facts.gosched_has_preempted_arg,
         );
-        tracer.set_binary(slot as u32, &config)?;
-    }
-    for (target, slot) in targets {
-        tracer.trace_process(target.pid.get(), *slot as u32)?;
-    }
-    let mut uprobe_results = Vec::new();
-    for (slot, prepared) in binaries.iter().enumerate() {
+        self.tracer.set_binary(slot as u32, &config)?;
         let points: Vec<(u64, u64)> = prepared
             .plan
             .iter()
             .flat_map(PlannedProbe::uprobe_points)
             .collect();
-        // With one traced process of a binary the kernel filters the others out before
-        // the program even runs; with several, the program's map lookup does.
-        let mut users = targets.iter().filter(|(_, s)| *s == slot);
-        let pid: Option<NonZeroU32> = match (users.next(), users.next()) {
-            (Some((target, _)), None) => Some(target.pid),
-            _ => None,
-        };
-        let attach_path = targets
+        let uprobe_results = self
+            .tracer
+            .attach_uprobes(attach_path, &points, pid)
+            .map_err(detail)?;
+        if self.tracepoints.is_none() {
+            let mut results = Vec::new();
+            for planned in prepared.plan.iter().filter(|p| p.will_attach()) {
+                let result = match planned.spec.target {
+                    probes::ProbeTarget::Tracepoint { category, name } => self
+                        .tracer
+                        .attach_tracepoint(planned.spec.program, category, name)
+                        .map_err(detail)?,
+                    probes::ProbeTarget::RawTracepoint { name } => self
+                        .tracer
+                        .attach_raw_tracepoint(planned.spec.program, name)
+                        .map_err(detail)?,
+                    _ => continue,
+                };
+                results.push((planned.spec.program, planned.spec.kind, result));
+            }
+            self.tracepoints = Some(results);
+        }
+        let report = probes::attach_report(
+            &prepared.plan,
+            &uprobe_results,
+            self.tracepoints.as_deref().unwrap_or_default(),
+        )?;
+        self.probes.push(report);
+        self.binaries.push(prepared);
+        Ok(slot)
+    }
+
+    /// `--all`: traces process `pid` if it runs a Go program (Go 1.21+) the filters let
+    /// through, attaching its binary's probes if they are not there yet. Returns the
+    /// process's index, or `None` for a process that is skipped (quietly: not Go,
+    /// filtered out, already gone; once per binary: too old, unreadable).
+    fn adopt(&mut self, cli: &Cli, pid: u32) -> Option<usize> {
+        let discovery = self.discovery.as_mut()?;
+        let pid = NonZeroU32::new(pid)?;
+        if self
+            .processes
             .iter()
-            .find(|(_, s)| *s == slot)
-            .map_or(&prepared.binary_path, |(target, _)| &target.attach_path);
-        uprobe_results.push(
-            tracer
-                .attach_uprobes(attach_path, &points, pid)
-                .map_err(detail)?,
-        );
-    }
-    let mut tracepoint_results = Vec::new();
-    for planned in binaries[0].plan.iter().filter(|p| p.will_attach()) {
-        let result = match planned.spec.target {
-            probes::ProbeTarget::Tracepoint { category, name } => tracer
-                .attach_tracepoint(planned.spec.program, category, name)
-                .map_err(detail)?,
-            probes::ProbeTarget::RawTracepoint { name } => tracer
-                .attach_raw_tracepoint(planned.spec.program, name)
-                .map_err(detail)?,
-            _ => continue,
+            .any(|p| p.target.pid == pid && p.ended.is_none())
+            || !discovery.admits(pid.get())
+        {
+            return None;
+        }
+        let target = Target::existing(pid).ok()?;
+        let identity = target::file_identity(&target.attach_path)?;
+        let slot = match discovery.seen(identity) {
+            Some(Known::Traced(slot)) => slot,
+            Some(Known::Skipped) => return None,
+            None => {
+                let verdict = discover::classify(&target.attach_path, &target.exe);
+                let opened = match verdict {
+                    Verdict::Go(binary) => binary,
+                    Verdict::NotGo => {
+                        discovery.skip(identity);
+                        return None;
+                    }
+                };
+                let prepared = match prepare_opened(
+                    cli,
+                    Some(&self.kernel),
+                    *opened,
+                    target.attach_path.clone(),
+                    target.exe.clone(),
+                ) {
+                    Ok(prepared) => prepared,
+                    Err(err) => {
+                        crate::diag!("goprobe: skipping pid {pid}: {err:#}");
+                        discovery.skip(identity);
+                        return None;
+                    }
+                };
+                for warning in probes::plan_warnings(&prepared.plan)
+                    .chain(prepared.layout.warnings.iter().cloned())
+                {
+                    crate::diag!(
+                        "goprobe: warning: {}: {warning}",
+                        prepared.shown_path.display()
+                    );
+                }
+                // Processes of it may come and go: never filter by one pid.
+                let path = target.attach_path.clone();
+                match self.attach_binary(prepared, &path, None, cli.verbose) {
+                    Ok(slot) => {
+                        self.discovery.as_mut()?.trace(identity, slot);
+                        slot
+                    }
+                    Err(err) => {
+                        crate::diag!("goprobe: skipping pid {pid}: {err:#}");
+                        self.discovery.as_mut()?.skip(identity);
+                        return None;
+                    }
+                }
+            }
         };
-        tracepoint_results.push((planned.spec.program, planned.spec.kind, result));
+        self.tracer.trace_process(pid.get(), slot as u32).ok()?;
+        let mut process = match TracedProcess::new(target, slot) {
+            Ok(process) => process,
+            Err(_) => {
+                // Gone already.
+                let _ = self.tracer.untrace_process(pid.get());
+                return None;
+            }
+        };
+        process.announce(
+            &self.binaries[slot],
+            &self.probes[slot],
+            self.tracer.uprobe_mode().describe(),
+            false,
+        );
+        self.processes.push(process);
+        Some(self.processes.len() - 1)
     }
-    binaries
-        .iter()
-        .zip(&uprobe_results)
-        .map(|(prepared, results)| {
-            probes::attach_report(&prepared.plan, results, &tracepoint_results)
-        })
-        .collect()
 }
 
 /// The kernel facts that decide how goprobe attaches, for `--list-probes`. The uprobe mode

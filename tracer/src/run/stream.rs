@@ -2,7 +2,9 @@
 //! something ends it, [`finish`] detaches, drains, stops a started command and
 //! summarises.
 
-use std::{future::Future, io, pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{
+    collections::HashMap, future::Future, io, pin::Pin, sync::Arc, task::Poll, time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use tokio::{
@@ -68,13 +70,21 @@ pub async fn trace(
     let (stop, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(ringbuf::drain(rings, tx, stop_rx));
     let Outputs { list, metrics } = outputs;
-    let mut pipeline = Pipeline::new(list, session.start_ns);
-    for process in &mut session.processes {
-        pipeline.add_process(
-            process.target.pid.get(),
-            Arc::clone(&session.binaries[process.binary].binary),
-            process.bias,
-            process.namespace.take(),
+    let multi = cli.all || session.processes.len() > 1;
+    let mut pipeline = Pipeline::new(list, session.start_ns, multi);
+    for index in 0..session.processes.len() {
+        start_pipeline(session, &mut pipeline, index);
+    }
+    if session.discovery.is_some() {
+        // Execs are watched already: a program started from here on is also seen.
+        for pid in super::discover::running_pids() {
+            if let Some(index) = session.adopt(cli, pid) {
+                start_pipeline(session, &mut pipeline, index);
+            }
+        }
+        crate::diag!(
+            "goprobe: tracing {} Go processes, and those that start; Ctrl-C to stop",
+            session.processes.len()
         );
     }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
@@ -84,7 +94,7 @@ pub async fn trace(
     let deadline = cli.duration.unwrap_or(Duration::MAX / 2);
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
-    let single = session.processes.len() == 1;
+    let single = !multi;
     let end = loop {
         // What happened to one process; acted on after the select, which borrows them.
         let ended: Option<(usize, EndReason)> = tokio::select! {
@@ -104,6 +114,22 @@ pub async fn trace(
                 }
                 if let Some(err) = failed {
                     break output_end(err);
+                }
+                // `--all`: a process exec'd; it may now run a Go program (or another).
+                for (pid, exec_ns) in pipeline.take_execs() {
+                    let traced = session.processes.iter().position(|p| p.target.pid.get() == pid);
+                    if let Some(index) = traced
+                        && let Some(path) = session.processes[index].exec_watch.exec_seen()
+                    {
+                        end_process(cli, session, &mut pipeline, index, EndReason::TargetExec(path))?;
+                    }
+                    if let Some(index) = session.adopt(cli, pid) {
+                        crate::diag!(
+                            "goprobe: pid {pid} traced {:.1} ms after its exec",
+                            monotonic_ns().saturating_sub(exec_ns) as f64 / 1e6
+                        );
+                        start_pipeline(session, &mut pipeline, index);
+                    }
                 }
                 None
             }
@@ -134,7 +160,6 @@ pub async fn trace(
                         duration_ns: monotonic_ns().saturating_sub(session.start_ns),
                         voluntary_yields: yields,
                         container: process.container.clone(),
-                        processes: 1,
                         ..RunInfo::default()
                     };
                     if let Some(traced) = pipeline.process_of(pid) {
@@ -150,15 +175,8 @@ pub async fn trace(
             if single {
                 break reason;
             }
-            let process = &mut session.processes[index];
-            // Its pid may be reused by an unrelated process: stop matching it.
-            session.tracer.untrace_process(process.target.pid.get())?;
-            process.ended = Some(reason);
-            if session
-                .processes
-                .iter()
-                .all(|process| process.ended.is_some())
-            {
+            end_process(cli, session, &mut pipeline, index, reason)?;
+            if session.processes.is_empty() && session.discovery.is_none() {
                 break EndReason::AllExited;
             }
         }
@@ -173,6 +191,64 @@ pub async fn trace(
             metrics,
         },
     ))
+}
+
+/// Hands process `index` of the session to the pipeline.
+fn start_pipeline(session: &mut Session, pipeline: &mut Pipeline, index: usize) {
+    let process = &mut session.processes[index];
+    pipeline.add_process(
+        process.target.pid.get(),
+        Arc::clone(&session.binaries[process.binary].binary),
+        process.bias,
+        process.namespace.take(),
+    );
+}
+
+/// Ends the tracing of one of several processes: it leaves the kernel's map (its pid may
+/// be reused by an unrelated process), its summary is written now and its state freed.
+fn end_process(
+    cli: &Cli,
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    index: usize,
+    reason: EndReason,
+) -> anyhow::Result<()> {
+    let mut process = session.processes.remove(index);
+    let pid = process.target.pid.get();
+    let yields = cli.wants_yields().then(|| session.tracer.yields(pid));
+    session.tracer.untrace_process(pid)?;
+    process.ended = Some(reason);
+    let untranslated = pipeline
+        .process_of(pid)
+        .map_or(0, |traced| traced.untranslated_ids());
+    let info = RunInfo {
+        untranslated_ids: untranslated,
+        voluntary_yields: yields,
+        duration_ns: monotonic_ns().saturating_sub(session.start_ns),
+        ..run_info(session, &process, true)
+    };
+    pipeline.finish_process(pid, info)?;
+    Ok(())
+}
+
+/// What a process's summary says of the run, but for what only the end knows (the
+/// duration; the end reason when the process did not end before the run).
+fn run_info(session: &Session, process: &super::TracedProcess, shares_run: bool) -> RunInfo {
+    let prepared = &session.binaries[process.binary];
+    RunInfo {
+        pid: process.target.pid.get(),
+        binary: prepared.shown_path.display().to_string(),
+        go_version: prepared.version.clone(),
+        probes: session.probes[process.binary].clone(),
+        end_reason: process
+            .ended
+            .as_ref()
+            .map(EndReason::describe)
+            .unwrap_or_default(),
+        container: process.container.clone(),
+        shares_run,
+        ..RunInfo::default()
+    }
 }
 
 /// The first of the still-traced processes to exit: its index and how it ended. Pending
@@ -207,15 +283,6 @@ pub async fn finish(
     end: EndReason,
     tracing: Tracing,
 ) -> anyhow::Result<Finished> {
-    let Session {
-        tracer,
-        binaries,
-        probes,
-        processes,
-        kernel_log,
-        start_ns,
-        ..
-    } = session;
     let Tracing {
         mut rx,
         stop,
@@ -223,20 +290,28 @@ pub async fn finish(
         mut pipeline,
         metrics,
     } = tracing;
-    // Before a command is stopped: what /proc says of each, for `goprobe verify`.
-    let facts: Vec<_> = processes
-        .iter()
-        .map(|process| crate::target::ProcessFacts::read(process.target.pid.get()))
-        .collect();
-    // Detach first, then read the kernel's counters: every record they count as
-    // submitted is then already in a ring, which the reader drains last.
-    let yields: Vec<Option<u64>> = processes
+    // Before a command is stopped, and before detach (which frees the yield counters):
+    // what /proc says of each process, for `goprobe verify`.
+    let mut infos: HashMap<u32, RunInfo> = session
+        .processes
         .iter()
         .map(|process| {
-            cli.wants_yields()
-                .then(|| tracer.yields(process.target.pid.get()))
+            let pid = process.target.pid.get();
+            let info = RunInfo {
+                voluntary_yields: cli.wants_yields().then(|| session.tracer.yields(pid)),
+                process: crate::target::ProcessFacts::read(pid),
+                ..run_info(&session, process, pipeline.is_multi())
+            };
+            (pid, info)
         })
         .collect();
+    let Session {
+        tracer,
+        processes,
+        kernel_log,
+        start_ns,
+        ..
+    } = session;
     let kernel = tracer
         .detach()
         .context("reading the kernel-side counters")?;
@@ -275,34 +350,19 @@ pub async fn finish(
     if let EndReason::OutputFailed(err) = &end {
         bail!("{err}");
     }
-    let count = processes.len();
-    let mut facts = facts.into_iter();
-    let mut yields = yields.into_iter();
-    let mut infos: std::collections::HashMap<u32, RunInfo> = processes
-        .iter()
-        .map(|process| {
-            let prepared = &binaries[process.binary];
-            let pid = process.target.pid.get();
-            let info = RunInfo {
-                pid,
-                binary: prepared.shown_path.display().to_string(),
-                go_version: prepared.version.clone(),
-                duration_ns: traced_ns,
-                probes: probes[process.binary].clone(),
-                end_reason: process.ended.as_ref().unwrap_or(&end).describe(),
-                voluntary_yields: yields.next().flatten(),
-                process: facts.next().flatten(),
-                container: process.container.clone(),
-                untranslated_ids: 0,
-                processes: count,
-            };
-            (pid, info)
-        })
-        .collect();
     let summaries = pipeline.finish(
-        |pid, traced| RunInfo {
-            untranslated_ids: traced.untranslated_ids(),
-            ..infos.remove(&pid).unwrap_or_default()
+        |pid, traced| {
+            let info = infos.remove(&pid).unwrap_or_default();
+            RunInfo {
+                untranslated_ids: traced.untranslated_ids(),
+                duration_ns: traced_ns,
+                end_reason: if info.end_reason.is_empty() {
+                    end.describe()
+                } else {
+                    info.end_reason.clone()
+                },
+                ..info
+            }
         },
         kernel.clone(),
     );

@@ -678,6 +678,7 @@ fn annotate_event(buf: &mut Vec<u8>, text: &mut String, view: &EventView<'_>) {
     };
     match &event.data {
         EventData::SysmonTick { now_ns } => event::int(buf, "now_ns", *now_ns),
+        EventData::ProcessExec => {}
         EventData::PreemptRequest {
             m_tid,
             goid,
