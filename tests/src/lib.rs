@@ -405,6 +405,39 @@ pub fn all_pids() -> Vec<u32> {
     pids
 }
 
+/// Writes to `to` a copy of the Go binary `original` (built by Go `release`) whose version
+/// strings say Go 1.20: a release older than goprobe supports, still a working program.
+pub fn old_go_copy(original: &Path, release: &str, to: &Path) {
+    let original = std::fs::read(original).unwrap();
+    let from = format!("go{release}");
+    let old = format!("go1.20.{}", "9".repeat(from.len() - "go1.20.".len()));
+    assert_eq!(from.len(), old.len());
+    let patched = replace_all(&original, from.as_bytes(), old.as_bytes());
+    assert_ne!(patched, original, "version string found");
+    std::fs::write(to, patched).unwrap();
+    make_executable(to);
+}
+
+/// `haystack` with every `from` replaced by `to` (of the same length).
+pub fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A child of `parent` (unshare's forked child is its pid namespace's pid 1).
 pub fn child_of(parent: u32) -> Option<u32> {
     all_pids().into_iter().find(|pid| {

@@ -1,6 +1,8 @@
 //! Bad input and hostile hosts: a clear message naming the fix, a non-zero exit, no panic.
 
-use goprobe_integration::{env, goprobe_fails, temp_path, trace_command};
+use goprobe_integration::{
+    env, goprobe_fails, make_executable, old_go_copy, replace_all, temp_path, trace_command,
+};
 
 #[test]
 fn no_such_pid() {
@@ -169,15 +171,8 @@ fn tracefs_missing_and_not_mountable() {
 fn go_too_old() {
     let env = env();
     let release = env.newest();
-    let original = std::fs::read(env.fixture(release, "default", "spinner")).unwrap();
-    let from = format!("go{release}");
-    let to = format!("go1.20.{}", "9".repeat(from.len() - "go1.20.".len()));
-    assert_eq!(from.len(), to.len());
-    let patched = replace_all(&original, from.as_bytes(), to.as_bytes());
-    assert_ne!(patched, original, "version string found");
     let path = temp_path("old-go");
-    std::fs::write(&path, patched).unwrap();
-    make_executable(&path);
+    old_go_copy(&env.fixture(release, "default", "spinner"), release, &path);
     let (code, stderr) = goprobe_fails(&env, &["--", path.to_str().unwrap()], None);
     let _ = std::fs::remove_file(&path);
     assert_eq!(code, 1, "{stderr}");
@@ -298,23 +293,4 @@ fn other_platforms_are_refused() {
     let _ = std::fs::remove_file(&path);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("GOOS=plan9"), "{stderr}");
-}
-
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = haystack.to_vec();
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(to);
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
-fn make_executable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

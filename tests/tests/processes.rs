@@ -157,6 +157,7 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
     assert_eq!(total["schema"], 5);
     assert_eq!(total["lost_total"], 0, "{total}");
     assert_eq!(total["unaccounted"], 0, "{total}");
+    assert_eq!(total["unrouted"], 0, "{total}");
     assert_eq!(
         total["processes"].as_array().map(Vec::len),
         Some(3),

@@ -38,6 +38,8 @@ pub struct Pipeline {
     /// What the whole run adds up to: the processes already summarised, the records the
     /// pipeline consumed itself, and those of no process.
     total: Total,
+    /// The newest timestamp of a record processed: the ring has been read up to here.
+    latest_ns: u64,
 }
 
 /// What one traced process's records go through.
@@ -68,7 +70,14 @@ impl Pipeline {
             multi,
             execs: Vec::new(),
             total: Total::default(),
+            latest_ns: 0,
         }
+    }
+
+    /// The newest record processed so far (CLOCK_MONOTONIC ns): records are read in
+    /// time order, so everything older has been seen.
+    pub fn latest_ns(&self) -> u64 {
+        self.latest_ns
     }
 
     /// Whether lines name the pid and a [`Total`] follows the summaries.
@@ -107,6 +116,7 @@ impl Pipeline {
     pub fn process(&mut self, record: Record) -> io::Result<()> {
         match record {
             Record::Event(mut event) => {
+                self.latest_ns = self.latest_ns.max(event.ts_ns);
                 let loss = self.check_sequence(&event);
                 if loss {
                     // A lost record may belong to any process.

@@ -127,3 +127,54 @@ pub fn classify(path: &Path, shown: &Path) -> Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discovery(exe: Option<&str>, comm: Option<&str>, cgroup: Option<&str>) -> Discovery {
+        Discovery {
+            exe: exe.map(|p| glob::Pattern::new(p).unwrap()),
+            comm: comm.map(str::to_string),
+            cgroup: cgroup.map(str::to_string),
+            binaries: HashMap::new(),
+            ignored: HashSet::from([std::process::id()]),
+        }
+    }
+
+    #[test]
+    fn filters_admit_by_exe_comm_and_cgroup() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let own_cgroup = ContainerInfo::read(pid, None).cgroup;
+        let cases = [
+            (discovery(None, None, None), true),
+            (discovery(Some("*/sleep"), None, None), true),
+            (
+                discovery(Some(&exe.display().to_string()), Some("sleep"), None),
+                true,
+            ),
+            (discovery(Some("/nowhere/*"), None, None), false),
+            (discovery(None, Some("sleep"), None), true),
+            (discovery(None, Some("sleepy"), None), false),
+            (
+                discovery(None, None, Some("/goprobe-no-such-cgroup")),
+                false,
+            ),
+        ];
+        for (index, (filters, admitted)) in cases.iter().enumerate() {
+            assert_eq!(filters.admits(pid), *admitted, "case {index}");
+        }
+        if let Some(cgroup) = own_cgroup {
+            assert!(discovery(None, None, Some(&cgroup)).admits(pid));
+        }
+        // goprobe itself, never.
+        assert!(!discovery(None, None, None).admits(std::process::id()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -273,6 +273,9 @@ struct TracedProcess {
     container: ContainerInfo,
     /// Why its tracing ended, when it ended before the run did (exit, exec).
     ended: Option<end::EndReason>,
+    /// When its exit was seen (CLOCK_MONOTONIC ns), and its yield count then: the
+    /// summary waits until the ring has been read past that moment.
+    exited: Option<(u64, u64)>,
 }
 
 impl TracedProcess {
@@ -298,6 +301,7 @@ impl TracedProcess {
             namespace,
             container,
             ended: None,
+            exited: None,
         })
     }
 

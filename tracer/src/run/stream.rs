@@ -117,11 +117,18 @@ pub async fn trace(
                 }
                 // `--all`: a process exec'd; it may now run a Go program (or another).
                 for (pid, exec_ns) in pipeline.take_execs() {
+                    // Everything the old program (or an exited process whose pid this
+                    // is) recorded came before this exec in the ring: it can end now.
                     let traced = session.processes.iter().position(|p| p.target.pid.get() == pid);
-                    if let Some(index) = traced
-                        && let Some(path) = session.processes[index].exec_watch.exec_seen()
-                    {
-                        end_process(cli, session, &mut pipeline, index, EndReason::TargetExec(path))?;
+                    if let Some(index) = traced {
+                        let process = &session.processes[index];
+                        let reason = match &process.ended {
+                            Some(reason) => Some(reason.clone()),
+                            None => process.exec_watch.exec_seen().map(EndReason::TargetExec),
+                        };
+                        if let Some(reason) = reason {
+                            end_process(cli, session, &mut pipeline, index, reason)?;
+                        }
                     }
                     if let Some(index) = session.adopt(cli, pid) {
                         crate::diag!(
@@ -131,13 +138,16 @@ pub async fn trace(
                         start_pipeline(session, &mut pipeline, index);
                     }
                 }
+                finish_due(cli, session, &mut pipeline)?;
                 None
             }
             (index, status) = next_exit(&session.processes) => {
                 Some((index, EndReason::TargetExited(status?)))
             }
             _ = &mut sleep => break EndReason::Duration,
-            _ = exec_check.tick() => session.processes.iter().enumerate().find_map(|(index, process)| {
+            _ = exec_check.tick() => {
+                finish_due(cli, session, &mut pipeline)?;
+                session.processes.iter().enumerate().find_map(|(index, process)| {
                 let path = process.ended.is_none().then(|| process.exec_watch.exec_seen())??;
                 let pid = process.target.pid;
                 crate::diag!(
@@ -147,7 +157,8 @@ pub async fn trace(
                     if single { "tracing stops" } else { "its tracing stops" },
                 );
                 Some((index, EndReason::TargetExec(path)))
-            }),
+            })
+            }
             _ = refresh.tick(), if metrics.is_some() => {
                 if let (Some(metrics), [process]) = (&metrics, &session.processes[..]) {
                     let pid = process.target.pid.get();
@@ -175,8 +186,17 @@ pub async fn trace(
             if single {
                 break reason;
             }
-            end_process(cli, session, &mut pipeline, index, reason)?;
-            if session.processes.is_empty() && session.discovery.is_none() {
+            match reason {
+                // Its last records may still be on the way: summarised once read.
+                EndReason::TargetExited(_) => retire(session, index, reason)?,
+                reason => end_process(cli, session, &mut pipeline, index, reason)?,
+            }
+            if session.discovery.is_none()
+                && session
+                    .processes
+                    .iter()
+                    .all(|process| process.ended.is_some())
+            {
                 break EndReason::AllExited;
             }
         }
@@ -204,6 +224,41 @@ fn start_pipeline(session: &mut Session, pipeline: &mut Pipeline, index: usize) 
     );
 }
 
+/// Records written before an exit are read within this time when the reader keeps up
+/// (it holds records 1 ms for those still being committed, then retries every 2 ms).
+const EXIT_GRACE_NS: u64 = 250_000_000;
+
+/// One of several processes exited: it leaves the kernel's map now (its pid may be reused
+/// by an unrelated process), and is summarised by [`finish_due`] once its last records
+/// have been read.
+fn retire(session: &mut Session, index: usize, reason: EndReason) -> anyhow::Result<()> {
+    let process = &mut session.processes[index];
+    let pid = process.target.pid.get();
+    let yields = session.tracer.yields(pid);
+    session.tracer.untrace_process(pid)?;
+    process.ended = Some(reason);
+    process.exited = Some((monotonic_ns(), yields));
+    Ok(())
+}
+
+/// Summarises the retired processes whose records have all been read: the pipeline is
+/// past the moment their exit was seen, or the grace has passed.
+fn finish_due(cli: &Cli, session: &mut Session, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    let now = monotonic_ns();
+    while let Some(index) = session.processes.iter().position(|process| {
+        process
+            .exited
+            .is_some_and(|(at, _)| pipeline.latest_ns() >= at || now >= at + EXIT_GRACE_NS)
+    }) {
+        let reason = session.processes[index]
+            .ended
+            .clone()
+            .expect("a retired process has ended");
+        end_process(cli, session, pipeline, index, reason)?;
+    }
+    Ok(())
+}
+
 /// Ends the tracing of one of several processes: it leaves the kernel's map (its pid may
 /// be reused by an unrelated process), its summary is written now and its state freed.
 fn end_process(
@@ -215,7 +270,10 @@ fn end_process(
 ) -> anyhow::Result<()> {
     let mut process = session.processes.remove(index);
     let pid = process.target.pid.get();
-    let yields = cli.wants_yields().then(|| session.tracer.yields(pid));
+    let yields = process
+        .exited
+        .map_or_else(|| session.tracer.yields(pid), |(_, n)| n);
+    let yields = cli.wants_yields().then_some(yields);
     session.tracer.untrace_process(pid)?;
     process.ended = Some(reason);
     let untranslated = pipeline
@@ -298,7 +356,11 @@ pub async fn finish(
         .map(|process| {
             let pid = process.target.pid.get();
             let info = RunInfo {
-                voluntary_yields: cli.wants_yields().then(|| session.tracer.yields(pid)),
+                voluntary_yields: cli.wants_yields().then(|| {
+                    process
+                        .exited
+                        .map_or_else(|| session.tracer.yields(pid), |(_, n)| n)
+                }),
                 process: crate::target::ProcessFacts::read(pid),
                 ..run_info(&session, process, pipeline.is_multi())
             };
