@@ -79,3 +79,19 @@ pub fn assert_nothing_lost(traced: &Traced, release: &str) {
     );
     assert_eq!(summary["malformed"], 0, "{release}: malformed: {summary}");
 }
+
+/// The goroutines asynchronously preempted inside the fixture's workload window are
+/// exactly the workers it reports, by the ids it read itself.
+pub fn assert_only_workers_preempted(traced: &Traced, label: &str) {
+    let mut workers = traced.worker_goids();
+    workers.sort_unstable();
+    let preempted: std::collections::BTreeSet<u64> = traced
+        .in_window("async_preempt")
+        .map(|e| u64_of(e, "goid"))
+        .collect();
+    assert_eq!(
+        preempted.into_iter().collect::<Vec<_>>(),
+        workers,
+        "{label}: the goroutines preempted in the window vs the fixture's workers"
+    );
+}

@@ -438,6 +438,55 @@ pub fn make_executable(path: &std::path::Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// One process's part of a multi-process goprobe JSON output: its events, attempts and
+/// summary (by `pid`), with the fixture's stdout.
+pub fn process_part(lines: &[Value], pid: u32, stdout: &str, status: ExitStatus) -> Traced {
+    let mine = |line: &&Value| line["pid"].as_u64() == Some(u64::from(pid));
+    let of_type = |ty: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|line| line["type"] == ty && mine(line))
+            .cloned()
+            .collect()
+    };
+    Traced {
+        events: of_type("event"),
+        attempts: of_type("attempt"),
+        summary: of_type("summary")
+            .pop()
+            .unwrap_or_else(|| panic!("no summary for pid {pid}")),
+        fixture: fixture_result(stdout),
+        stdout: stdout.to_string(),
+        stderr: String::new(),
+        status,
+    }
+}
+
+/// A spinner fixture started with `args`, waiting for SIGUSR1 after its ready line;
+/// `in_namespace`: under `unshare` in a pid namespace of its own. With its host pid.
+pub fn waiting_spinner(exe: &Path, args: &[&str], in_namespace: bool) -> (Spawned, u32) {
+    let mut command = if in_namespace {
+        let mut command = Command::new("unshare");
+        command.args(["--fork", "--pid", "--mount-proc"]).arg(exe);
+        command
+    } else {
+        Command::new(exe)
+    };
+    command.args(args).env("GOPROBE_FIXTURE_TRIGGER", "signal");
+    let mut spawned = Spawned::start(&mut command);
+    let ready: Value = serde_json::from_str(
+        &spawned.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\"")),
+    )
+    .unwrap();
+    let pid = if in_namespace {
+        assert_eq!(ready["pid"], 1, "pid 1 of its namespace: {ready}");
+        child_of(spawned.child.id()).expect("unshare's child")
+    } else {
+        spawned.child.id()
+    };
+    (spawned, pid)
+}
+
 /// A child of `parent` (unshare's forked child is its pid namespace's pid 1).
 pub fn child_of(parent: u32) -> Option<u32> {
     all_pids().into_iter().find(|pid| {

@@ -12,13 +12,12 @@ use std::{
 };
 
 use goprobe_integration::{
-    BpfKind, Spawned, Traced, bpf_held,
-    checks::assert_async_follows_sysmon_signal,
-    child_of, env, fixture_result, json_lines, old_go_copy, read_lines, send_signal, temp_path,
+    BpfKind, bpf_held,
+    checks::{assert_async_follows_sysmon_signal, assert_only_workers_preempted},
+    env, json_lines, old_go_copy, process_part, read_lines, send_signal, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
-    u64_of, wait_timeout,
+    u64_of, wait_timeout, waiting_spinner,
 };
-use serde_json::Value;
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "2", "-procs", "1", "-duration", "2s"];
 
@@ -29,28 +28,6 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A spinner waiting for SIGUSR1 (optionally in a pid namespace), and its host pid.
-fn start_spinner(exe: &Path, in_namespace: bool) -> (Spawned, u32) {
-    let mut command = if in_namespace {
-        let mut command = Command::new("unshare");
-        command.args(["--fork", "--pid", "--mount-proc"]).arg(exe);
-        command
-    } else {
-        Command::new(exe)
-    };
-    command
-        .args(SPINNER_ARGS)
-        .env("GOPROBE_FIXTURE_TRIGGER", "signal");
-    let mut spawned = Spawned::start(&mut command);
-    spawned.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\""));
-    let pid = if in_namespace {
-        child_of(spawned.child.id()).expect("unshare's child")
-    } else {
-        spawned.child.id()
-    };
-    (spawned, pid)
 }
 
 /// Lines of goprobe's stderr until one satisfies `want`.
@@ -97,13 +74,13 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
     old_go_copy(&plain, release, &old);
 
     let mut running = vec![
-        start_spinner(&plain, false),
-        start_spinner(&plain, true),
-        start_spinner(&cgo, false),
+        waiting_spinner(&plain, &SPINNER_ARGS, false),
+        waiting_spinner(&plain, &SPINNER_ARGS, true),
+        waiting_spinner(&cgo, &SPINNER_ARGS, false),
     ];
     let mut sleeper = Command::new(&not_go).arg("60").spawn().unwrap();
     // Go 1.20 (by its version strings): one running now, one started later.
-    let mut old_ones = vec![start_spinner(&old, false)];
+    let mut old_ones = vec![waiting_spinner(&old, &SPINNER_ARGS, false)];
 
     let out = temp_path("fleet.jsonl");
     let pattern = format!("{}/*", dir.0.display());
@@ -127,13 +104,13 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
     let links_before = links_of(&goprobe);
 
     // One more, after goprobe: found at its exec.
-    let later = start_spinner(&plain, false);
+    let later = waiting_spinner(&plain, &SPINNER_ARGS, false);
     let later_pid = later.1;
     wait_stderr(&stderr, &mut said, |line| {
         line.starts_with(&format!("goprobe: pid {later_pid} traced"))
     });
     running.push(later);
-    old_ones.push(start_spinner(&old, false));
+    old_ones.push(waiting_spinner(&old, &SPINNER_ARGS, false));
     assert_eq!(
         links_of(&goprobe),
         links_before,
@@ -205,12 +182,8 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
 
     let mut asyncs = Vec::new();
     for (index, pid) in pids.iter().enumerate() {
-        let mine = |line: &&Value| line["pid"].as_u64() == Some(u64::from(*pid));
-        let summary = lines
-            .iter()
-            .find(|line| line["type"] == "summary" && mine(line))
-            .unwrap_or_else(|| panic!("no summary for pid {pid}"))
-            .clone();
+        let traced = process_part(&lines, *pid, &stdouts[index], status);
+        let summary = &traced.summary;
         assert!(
             summary["end_reason"]
                 .as_str()
@@ -221,32 +194,9 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
         if index == 1 {
             assert_eq!(summary["ns_pid"], 1, "{summary}");
         }
-        let traced = Traced {
-            events: lines
-                .iter()
-                .filter(|line| line["type"] == "event" && mine(line))
-                .cloned()
-                .collect(),
-            attempts: Vec::new(),
-            summary,
-            fixture: fixture_result(&stdouts[index]),
-            stdout: stdouts[index].clone(),
-            stderr: String::new(),
-            status,
-        };
         let label = format!("pid {pid}");
         assert_async_follows_sysmon_signal(&traced, &label);
-        let mut workers = traced.worker_goids();
-        workers.sort_unstable();
-        let preempted: BTreeSet<u64> = traced
-            .in_window("async_preempt")
-            .map(|e| u64_of(e, "goid"))
-            .collect();
-        assert_eq!(
-            preempted.into_iter().collect::<Vec<_>>(),
-            workers,
-            "{label}"
-        );
+        assert_only_workers_preempted(&traced, &label);
         asyncs.push(traced.count("async_preempt"));
     }
     eprintln!(

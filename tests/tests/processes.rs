@@ -4,52 +4,19 @@
 
 use std::{
     collections::BTreeSet,
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use goprobe_integration::{
-    BpfKind, Env, PrivateExe, Spawned, Traced, bpf_held,
-    checks::assert_async_follows_sysmon_signal,
-    child_of, env, fixture_result, json_lines, read_lines, send_signal, temp_path,
+    BpfKind, Env, PrivateExe, bpf_held,
+    checks::{assert_async_follows_sysmon_signal, assert_only_workers_preempted},
+    env, json_lines, process_part, read_lines, send_signal, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
-    u64_of, wait_timeout,
+    wait_timeout, waiting_spinner,
 };
-use serde_json::Value;
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "2", "-procs", "1", "-duration", "2s"];
-
-/// A spinner waiting for SIGUSR1, optionally in a pid namespace; its host pid.
-struct Waiting {
-    spawned: Spawned,
-    pid: u32,
-}
-
-fn start_waiting(exe: &Path, in_namespace: bool) -> Waiting {
-    let mut command = if in_namespace {
-        let mut command = Command::new("unshare");
-        command.args(["--fork", "--pid", "--mount-proc"]).arg(exe);
-        command
-    } else {
-        Command::new(exe)
-    };
-    command
-        .args(SPINNER_ARGS)
-        .env("GOPROBE_FIXTURE_TRIGGER", "signal");
-    let mut spawned = Spawned::start(&mut command);
-    let ready: Value = serde_json::from_str(
-        &spawned.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\"")),
-    )
-    .unwrap();
-    let pid = if in_namespace {
-        assert_eq!(ready["pid"], 1, "{ready}");
-        child_of(spawned.child.id()).expect("unshare's child")
-    } else {
-        spawned.child.id()
-    };
-    Waiting { spawned, pid }
-}
 
 /// goprobe on `pids` until its "attached" lines are all out; the BPF links it made.
 fn goprobe_attached(
@@ -99,11 +66,11 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
     let shared = PrivateExe::copy_of(&env.fixture(newest, "default", "spinner"), "shared");
     let other = PrivateExe::copy_of(&env.fixture(oldest, "default", "spinner"), "other");
     let mut waiting = vec![
-        start_waiting(&shared.path, false),
-        start_waiting(&shared.path, false),
-        start_waiting(&other.path, true),
+        waiting_spinner(&shared.path, &SPINNER_ARGS, false),
+        waiting_spinner(&shared.path, &SPINNER_ARGS, false),
+        waiting_spinner(&other.path, &SPINNER_ARGS, true),
     ];
-    let pids: Vec<u32> = waiting.iter().map(|w| w.pid).collect();
+    let pids: Vec<u32> = waiting.iter().map(|(_, pid)| *pid).collect();
 
     // One process per binary first, attached and gone before any workload starts.
     let (mut probe_run, links_two, _) = goprobe_attached(&env, &[pids[0], pids[2]], &["-q"]);
@@ -137,8 +104,8 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
                 && line.contains("pid 1 in its pid namespace")),
         "{attached:#?}"
     );
-    for process in &waiting {
-        send_signal(process.pid, libc::SIGUSR1);
+    for (_, pid) in &waiting {
+        send_signal(*pid, libc::SIGUSR1);
     }
     let status = wait_timeout(&mut goprobe, Duration::from_secs(30));
     assert!(status.success(), "goprobe {status}");
@@ -146,7 +113,7 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
     drop((shared_hits, other_hits));
     let stdouts: Vec<String> = waiting
         .drain(..)
-        .map(|w| w.spawned.finish(Duration::from_secs(10)).1.join("\n"))
+        .map(|(spawned, _)| spawned.finish(Duration::from_secs(10)).1.join("\n"))
         .collect();
 
     let text = std::fs::read_to_string(&out).expect("goprobe's output");
@@ -166,30 +133,8 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
 
     let mut asyncs = Vec::new();
     for (index, pid) in pids.iter().enumerate() {
-        let mine = |line: &&Value| line["pid"].as_u64() == Some(u64::from(*pid));
-        let summary = lines
-            .iter()
-            .find(|line| line["type"] == "summary" && mine(line))
-            .unwrap_or_else(|| panic!("no summary for pid {pid}"))
-            .clone();
-        assert_eq!(summary["counters_in_total"], true);
-        let traced = Traced {
-            events: lines
-                .iter()
-                .filter(|line| line["type"] == "event" && mine(line))
-                .cloned()
-                .collect(),
-            attempts: lines
-                .iter()
-                .filter(|line| line["type"] == "attempt" && mine(line))
-                .cloned()
-                .collect(),
-            summary,
-            fixture: fixture_result(&stdouts[index]),
-            stdout: stdouts[index].clone(),
-            stderr: String::new(),
-            status,
-        };
+        let traced = process_part(&lines, *pid, &stdouts[index], status);
+        assert_eq!(traced.summary["counters_in_total"], true);
         let label = format!("pid {pid}");
         // One sysmon per process, every delivery after its own tgkill: nothing of
         // another process was folded into this one.
@@ -205,18 +150,7 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
             row["asynchronous"].as_u64(),
             Some(traced.count("async_preempt"))
         );
-        // Every worker the fixture reports was preempted, and only they, in its window.
-        let mut workers = traced.worker_goids();
-        workers.sort_unstable();
-        let preempted: BTreeSet<u64> = traced
-            .in_window("async_preempt")
-            .map(|e| u64_of(e, "goid"))
-            .collect();
-        assert_eq!(
-            preempted.into_iter().collect::<Vec<_>>(),
-            workers,
-            "{label}"
-        );
+        assert_only_workers_preempted(&traced, &label);
         asyncs.push(traced.count("async_preempt"));
     }
     if attached[0].contains("uprobe_multi (one link per binary)") {
