@@ -294,3 +294,20 @@ fn other_platforms_are_refused() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("GOOS=plan9"), "{stderr}");
 }
+
+/// What does not trace several processes yet says so, by flag, before attaching.
+#[test]
+fn single_process_outputs_refuse_several_processes() {
+    let env = env();
+    for (flag, args) in [
+        ("--metrics", &["--all", "--metrics", "127.0.0.1:0"][..]),
+        ("--perfetto", &["--pid", "1,2", "--perfetto", "/dev/null"]),
+    ] {
+        let (code, stderr) = goprobe_fails(&env, args, None);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} traces one process for now")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
