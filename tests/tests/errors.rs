@@ -300,7 +300,7 @@ fn other_platforms_are_refused() {
 fn single_process_outputs_refuse_several_processes() {
     let env = env();
     for (flag, args) in [
-        ("--metrics", &["--all", "--metrics", "127.0.0.1:0"][..]),
+        ("--perfetto", &["--all", "--perfetto", "/dev/null"][..]),
         ("--perfetto", &["--pid", "1,2", "--perfetto", "/dev/null"]),
     ] {
         let (code, stderr) = goprobe_fails(&env, args, None);

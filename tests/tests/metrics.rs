@@ -5,10 +5,12 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use goprobe_integration::{env, send_signal, split_output, temp_path, wait_timeout};
+use goprobe_integration::{
+    env, read_lines, send_signal, split_output, temp_path, wait_timeout, waiting_spinner,
+};
 use serde_json::Value;
 
 /// Sends a raw request in `parts` (a pause between them, as TCP segments) and returns
@@ -43,6 +45,25 @@ fn scrape(addr: &str) -> String {
         "{head}"
     );
     body
+}
+
+/// The sum of the samples of `metric` whose labels include every one of `labels`, and how
+/// many there were, in `parse_with_prometheus_client`'s output.
+fn sum_of(parsed: &Value, metric: &str, labels: &[(&str, &str)]) -> (f64, usize) {
+    let prefix = format!("{metric}{{");
+    parsed
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(key, _)| {
+            key.starts_with(&prefix)
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
+        })
+        .fold((0.0, 0), |(sum, n), (_, value)| {
+            (sum + value.as_f64().unwrap_or(0.0), n + 1)
+        })
 }
 
 /// The histogram series (`…_bucket{…le=…}`) of an exposition.
@@ -127,7 +148,7 @@ fn metrics_endpoint_serves_live_counters() {
     // slow machine starts slowly).
     let early = loop {
         let parsed = parse_with_prometheus_client(&scrape(&addr));
-        if parsed["goprobe_events_total{kind=\"sysmon_tick\"}"].as_f64() > Some(0.0) {
+        if sum_of(&parsed, "goprobe_events_total", &[("kind", "sysmon_tick")]).0 > 0.0 {
             break parsed;
         }
         assert!(
@@ -179,9 +200,15 @@ fn metrics_endpoint_serves_live_counters() {
     std::thread::sleep(Duration::from_millis(1500));
     let text = scrape(&addr);
     let late = parse_with_prometheus_client(&text);
-    let live = late["goprobe_preemptions_total{action=\"reschedule\",path=\"async\"}"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no async preemptions metric:\n{text}"));
+    // One process, named by its labels.
+    let labels = [
+        ("path", "async"),
+        ("action", "reschedule"),
+        ("exe", "spinner"),
+    ];
+    let (live, series) = sum_of(&late, "goprobe_preemptions_total", &labels);
+    assert_eq!(series, 1, "one series for the one process:\n{text}");
+    assert_eq!(late["goprobe_processes{}"].as_f64(), Some(1.0), "{text}");
     assert!(live >= 10.0, "after ~1.5 s of spinning: {live}");
     // Histogram series are fixed from the first scrape: none appear later.
     let buckets = bucket_series(&late);
@@ -202,4 +229,195 @@ fn metrics_endpoint_serves_live_counters() {
         total >= live,
         "counters only grow: live {live}, final {total}"
     );
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn encode(query: &str) -> String {
+    query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query to Prometheus's HTTP API: the result vector's (labels, value) pairs.
+fn promql(server: &str, query: &str) -> Vec<(Value, f64)> {
+    let request = format!(
+        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n",
+        encode(query)
+    );
+    let (head, body) = http(server, &[request.as_bytes()]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    let body = body
+        .split_once('{')
+        .map(|(_, rest)| format!("{{{rest}"))
+        .unwrap_or(body);
+    let json: Value = serde_json::from_str(body.trim_end_matches(|c: char| c != '}'))
+        .unwrap_or_else(|err| panic!("Prometheus answered {body:?}: {err}"));
+    assert_eq!(json["status"], "success", "{json}");
+    json["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sample| {
+            let value = sample["value"][1].as_str().unwrap().parse().unwrap();
+            (sample["metric"].clone(), value)
+        })
+        .collect()
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus server (the Debian package) scrapes `goprobe --all --metrics` every
+/// second: its HTTP API then has one series per traced process, labelled with the pid,
+/// the executable and the container, and they go stale once the process exits.
+#[test]
+fn prometheus_server_sees_per_process_series_of_all() {
+    let env = env();
+    let dir = temp_path("prometheus");
+    std::fs::create_dir(&dir).unwrap();
+    let exe = dir.join("spinner");
+    std::fs::copy(env.fixture(env.newest(), "default", "spinner"), &exe).unwrap();
+    let args = ["-workers", "2", "-procs", "1", "-duration", "4s"];
+    let spinners = [
+        waiting_spinner(&exe, &args, false),
+        waiting_spinner(&exe, &args, true),
+    ];
+    let pids: Vec<String> = spinners.iter().map(|(_, pid)| pid.to_string()).collect();
+
+    let mut goprobe = Command::new(&env.goprobe)
+        .args(["--all", "--exe", &format!("{}/*", dir.display()), "-q"])
+        .args(["-o", "/dev/null", "--metrics", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goprobe starts");
+    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let mut said = Vec::new();
+    let metrics = loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("goprobe: {said:#?}"));
+        said.push(line.clone());
+        if let Some(addr) = line
+            .strip_prefix("goprobe: serving Prometheus metrics at http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+        {
+            break addr.to_string();
+        }
+    };
+    while !said
+        .last()
+        .unwrap()
+        .contains("Go processes, and those that start")
+    {
+        said.push(
+            stderr
+                .recv_timeout(Duration::from_secs(30))
+                .expect("tracing"),
+        );
+    }
+
+    let server = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: goprobe\n    \
+             static_configs:\n      - targets: ['{metrics}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={server}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package `prometheus`, installed by cargo xtask setup)");
+    // Scraping goprobe before the workloads start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = TcpStream::connect(&server).is_ok() && {
+            let up = promql(&server, "up{job=\"goprobe\"}");
+            up.iter().any(|(_, value)| *value == 1.0)
+        };
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped goprobe"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (_, pid) in &spinners {
+        send_signal(*pid, libc::SIGUSR1);
+    }
+
+    // Both processes, by pid, preempted, with their exe label.
+    let query = "sum by (pid, exe, container) (goprobe_preemptions_total{path=\"async\"})";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let ok = TcpStream::connect(&server).is_ok();
+        let result = if ok {
+            promql(&server, query)
+        } else {
+            Vec::new()
+        };
+        let preempted: Vec<&(Value, f64)> = result.iter().filter(|(_, n)| *n > 0.0).collect();
+        if preempted.len() == 2 {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "Prometheus has {result:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut labelled: Vec<String> = seen
+        .iter()
+        .map(|(labels, _)| {
+            assert_eq!(labels["exe"], "spinner", "{labels}");
+            labels["pid"].as_str().unwrap().to_string()
+        })
+        .collect();
+    labelled.sort();
+    let mut want = pids.clone();
+    want.sort();
+    assert_eq!(labelled, want, "one series per process, by host pid");
+
+    // The spinners exit: their series leave goprobe's exposition and go stale.
+    for (spawned, _) in spinners {
+        let _ = spawned.finish(Duration::from_secs(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&metrics);
+        let gone = pids
+            .iter()
+            .all(|pid| !text.contains(&format!("pid=\"{pid}\"")));
+        let live = promql(&server, "goprobe_target_info");
+        if gone && live.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still there: {live:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    send_signal(goprobe.id(), libc::SIGINT);
+    assert!(wait_timeout(&mut goprobe, Duration::from_secs(20)).success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

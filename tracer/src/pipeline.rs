@@ -109,6 +109,11 @@ impl Pipeline {
         );
     }
 
+    /// The live processes' pipelines, in pid order.
+    pub fn processes(&self) -> impl Iterator<Item = (u32, &ProcessPipeline)> {
+        self.processes.iter().map(|(pid, process)| (*pid, process))
+    }
+
     pub fn process_of(&self, pid: u32) -> Option<&ProcessPipeline> {
         self.processes.get(&pid)
     }

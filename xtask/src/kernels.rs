@@ -78,18 +78,10 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("cargo xtask kernels needs root (apt-get, and the tests in the guest run as root)");
     }
-    for (tool, package) in [
+    util::apt_install_missing(&[
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
-    ] {
-        if Command::new(tool).arg("--help").output().is_err() {
-            util::run(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", "--no-install-recommends", package])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-        }
-    }
+    ])?;
     let root = util::workspace_root();
     let binaries = build_host_side(&root, &args.tests)?;
     let accel = accelerator();

@@ -42,6 +42,8 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<Setup> {
             .collect::<Result<_, _>>()?
     };
     perfetto_protos()?;
+    // A real Prometheus server scrapes `goprobe --all --metrics` in the tests.
+    util::apt_install_missing(&[("prometheus", "prometheus")])?;
     tracefs();
     Ok(Setup { go })
 }

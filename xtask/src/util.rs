@@ -64,6 +64,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Installs each Debian package whose tool does not run (`tool --help` fails to start),
+/// as `(tool, package)` pairs. Needs root; says which package is missing otherwise.
+pub fn apt_install_missing(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (tool, package) in wanted {
+        if Command::new(tool).arg("--help").output().is_ok() {
+            eprintln!("xtask: {tool}: present");
+            continue;
+        }
+        if !is_root() {
+            bail!("{tool} is missing: install the Debian package {package} (as root)");
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
 /// `pip install --target dir packages`: PyPI packages into a project-local folder, with
 /// no effect on the system's Python (and so no PEP 668 refusal on Debian).
 pub fn pip_install_target(

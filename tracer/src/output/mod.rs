@@ -82,8 +82,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// Renders the exposition scrapes get from now on.
-    pub fn update(&self, snapshot: &Summary) {
-        let text = prometheus::render(snapshot);
+    pub fn update(&self, view: &prometheus::MetricsView<'_>) {
+        let text = prometheus::render(view);
         if let Ok(mut latest) = self.snapshot.lock() {
             *latest = text;
         }

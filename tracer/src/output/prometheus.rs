@@ -70,40 +70,110 @@ fn histogram(out: &mut String, name: &str, labels: &str, d: &Distribution) {
     let _ = writeln!(out, "{name}_count{braces} {}", d.count());
 }
 
-/// Renders every metric from a snapshot of the run
-/// ([`crate::summary::Aggregator::snapshot`]).
-pub fn render(summary: &Summary) -> String {
-    let target = &summary.run;
-    let mut out = String::with_capacity(8192);
+/// At most this many processes get series of their own: each has ~400 (16 event kinds,
+/// 4 preemption kinds, up to 40 requester × outcome pairs, 12 histograms of 29 buckets).
+/// The others are counted in `goprobe_processes_unexported`.
+pub const MAX_EXPORTED_PROCESSES: usize = 64;
+
+/// What one scrape shows: the live processes' snapshots
+/// ([`crate::summary::Aggregator::snapshot`]) and the run's kernel counters.
+pub struct MetricsView<'a> {
+    pub processes: &'a [Summary],
+    pub kernel: &'a crate::events::KernelCounters,
+    /// Live processes beyond [`MAX_EXPORTED_PROCESSES`].
+    pub unexported: usize,
+}
+
+/// The labels that name a process on every per-process series: `pid`, `exe` (the
+/// binary's file name) and `container` (12-digit id, or empty).
+fn process_labels(s: &Summary) -> String {
+    let exe = std::path::Path::new(&s.run.binary)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let container = s
+        .run
+        .container
+        .container
+        .as_ref()
+        .map(|c| c.short().to_string())
+        .unwrap_or_default();
+    format!(
+        "pid=\"{}\",exe=\"{}\",container=\"{}\"",
+        s.run.pid,
+        escape(&exe),
+        escape(&container)
+    )
+}
+
+/// Renders every metric. Series of a process that has exited are gone from the next
+/// scrape on: only live processes are in `view`.
+pub fn render(view: &MetricsView<'_>) -> String {
+    let mut out = String::with_capacity(8192 * view.processes.len().max(1));
+    let labelled: Vec<(String, &Summary)> = view
+        .processes
+        .iter()
+        .map(|s| (process_labels(s), s))
+        .collect();
     header(
         &mut out,
         "goprobe_target_info",
         "gauge",
-        "The traced process.",
+        "A traced process.",
+    );
+    for (labels, s) in &labelled {
+        let _ = writeln!(
+            out,
+            "goprobe_target_info{{{labels},binary=\"{}\",go_version=\"{}\"}} 1",
+            escape(&s.run.binary),
+            escape(&s.run.go_version)
+        );
+    }
+    header(
+        &mut out,
+        "goprobe_processes",
+        "gauge",
+        "Processes traced now.",
     );
     let _ = writeln!(
         out,
-        "goprobe_target_info{{pid=\"{}\",binary=\"{}\",go_version=\"{}\"}} 1",
-        target.pid,
-        escape(&target.binary),
-        escape(&target.go_version)
+        "goprobe_processes {}",
+        view.processes.len() + view.unexported
     );
+    header(
+        &mut out,
+        "goprobe_processes_unexported",
+        "gauge",
+        "Processes traced now whose series are left out (beyond the cardinality bound).",
+    );
+    let _ = writeln!(out, "goprobe_processes_unexported {}", view.unexported);
 
+    header(
+        &mut out,
+        "goprobe_events_total",
+        "counter",
+        "Kernel events received, by process and kind.",
+    );
+    for (labels, s) in &labelled {
+        for kind in EventKind::ALL {
+            let _ = writeln!(
+                out,
+                "goprobe_events_total{{{labels},kind=\"{}\"}} {}",
+                kind_name(kind),
+                s.received.get(kind)
+            );
+        }
+    }
     for (name, help, counts) in [
         (
-            "goprobe_events_total",
-            "Kernel events received, by kind.",
-            &summary.received,
-        ),
-        (
             "goprobe_lost_events_total",
-            "Events the kernel could not submit because the ring buffer was full.",
-            &summary.kernel.lost,
+            "Events the kernel could not submit because the ring buffer was full (whole run).",
+            &view.kernel.lost,
         ),
         (
             "goprobe_read_errors_total",
-            "Events whose probe could not read the target's memory, by kind.",
-            &summary.kernel.read_errors,
+            "Events whose probe could not read the target's memory, by kind (whole run).",
+            &view.kernel.read_errors,
         ),
     ] {
         header(&mut out, name, "counter", help);
@@ -122,7 +192,8 @@ pub fn render(summary: &Summary) -> String {
         "counter",
         "Ring buffer records goprobe could not decode.",
     );
-    let _ = writeln!(out, "goprobe_malformed_records_total {}", summary.malformed);
+    let malformed: u64 = view.processes.iter().map(|s| s.malformed).sum();
+    let _ = writeln!(out, "goprobe_malformed_records_total {malformed}");
 
     header(
         &mut out,
@@ -130,31 +201,33 @@ pub fn render(summary: &Summary) -> String {
         "counter",
         "Goroutines preempted, by path (async, stack_check) and action (reschedule, park).",
     );
-    let p = &summary.preemptions;
-    for (path, action, n) in [
-        (
-            PreemptPath::Async,
-            PreemptAction::Reschedule,
-            p.async_reschedule,
-        ),
-        (PreemptPath::Async, PreemptAction::Park, p.async_park),
-        (
-            PreemptPath::StackCheck,
-            PreemptAction::Reschedule,
-            p.stack_check_reschedule,
-        ),
-        (
-            PreemptPath::StackCheck,
-            PreemptAction::Park,
-            p.stack_check_park,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "goprobe_preemptions_total{{path=\"{}\",action=\"{}\"}} {n}",
-            path.name(),
-            action.name()
-        );
+    for (labels, s) in &labelled {
+        let p = &s.preemptions;
+        for (path, action, n) in [
+            (
+                PreemptPath::Async,
+                PreemptAction::Reschedule,
+                p.async_reschedule,
+            ),
+            (PreemptPath::Async, PreemptAction::Park, p.async_park),
+            (
+                PreemptPath::StackCheck,
+                PreemptAction::Reschedule,
+                p.stack_check_reschedule,
+            ),
+            (
+                PreemptPath::StackCheck,
+                PreemptAction::Park,
+                p.stack_check_park,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "goprobe_preemptions_total{{{labels},path=\"{}\",action=\"{}\"}} {n}",
+                path.name(),
+                action.name()
+            );
+        }
     }
     header(
         &mut out,
@@ -162,8 +235,10 @@ pub fn render(summary: &Summary) -> String {
         "counter",
         "runtime.Gosched and friends: rescheduling that is not a preemption.",
     );
-    if let Some(yields) = summary.voluntary_yields {
-        let _ = writeln!(out, "goprobe_voluntary_yields_total {yields}");
+    for (labels, s) in &labelled {
+        if let Some(yields) = s.voluntary_yields {
+            let _ = writeln!(out, "goprobe_voluntary_yields_total{{{labels}}} {yields}");
+        }
     }
 
     header(
@@ -172,13 +247,15 @@ pub fn render(summary: &Summary) -> String {
         "counter",
         "Finished preemption attempts, by requester and outcome.",
     );
-    for ((requester, outcome), n) in &summary.outcomes {
-        let _ = writeln!(
-            out,
-            "goprobe_attempts_total{{requester=\"{}\",outcome=\"{}\"}} {n}",
-            requester.name(),
-            outcome.name()
-        );
+    for (labels, s) in &labelled {
+        for ((requester, outcome), n) in &s.outcomes {
+            let _ = writeln!(
+                out,
+                "goprobe_attempts_total{{{labels},requester=\"{}\",outcome=\"{}\"}} {n}",
+                requester.name(),
+                outcome.name()
+            );
+        }
     }
 
     header(
@@ -187,39 +264,43 @@ pub fn render(summary: &Summary) -> String {
         "histogram",
         "Latency of each link of the preemption chain.",
     );
-    // Every hop from the first scrape, seen or not: series must not appear over time.
-    for hop in Hop::ALL {
-        histogram(
-            &mut out,
-            "goprobe_hop_latency_seconds",
-            &format!("hop=\"{}\"", hop.key()),
-            summary.hop(hop),
-        );
+    for (labels, s) in &labelled {
+        // Every hop from the first scrape, seen or not: series must not appear over time.
+        for hop in Hop::ALL {
+            histogram(
+                &mut out,
+                "goprobe_hop_latency_seconds",
+                &format!("{labels},hop=\"{}\"", hop.key()),
+                s.hop(hop),
+            );
+        }
     }
-    for (name, help, d) in [
+    for (name, help, of) in [
         (
             "goprobe_sysmon_tick_interval_seconds",
             "Interval between consecutive sysmon ticks.",
-            &summary.tick_intervals,
+            (|s: &Summary| &s.tick_intervals) as fn(&Summary) -> &Distribution,
         ),
         (
             "goprobe_running_when_asked_seconds",
             "How long a goroutine had run when sysmon asked it to stop (lower bound).",
-            &summary.ran_before_request,
+            |s: &Summary| &s.ran_before_request,
         ),
         (
             "goprobe_gc_preemption_delay_seconds",
             "From the GC's suspendG to the goroutine off the CPU.",
-            &summary.gc_delays,
+            |s: &Summary| &s.gc_delays,
         ),
         (
             "goprobe_stw_preemption_delay_seconds",
             "From stop-the-world's preemptall to the goroutine off the CPU.",
-            &summary.stw_delays,
+            |s: &Summary| &s.stw_delays,
         ),
     ] {
         header(&mut out, name, "histogram", help);
-        histogram(&mut out, name, "", d);
+        for (labels, s) in &labelled {
+            histogram(&mut out, name, labels, of(s));
+        }
     }
     out
 }
@@ -328,7 +409,8 @@ mod tests {
         agg.add(&event, &meaning);
         agg.tick_intervals.add(10_000_000);
         agg.tick_intervals.add(20_000);
-        let text = render(&agg.snapshot(
+        let kernel = KernelCounters::default();
+        let snapshot = agg.snapshot(
             RunInfo {
                 pid: 42,
                 binary: "/bin/\"app\"".into(),
@@ -336,20 +418,40 @@ mod tests {
                 voluntary_yields: Some(3),
                 ..RunInfo::default()
             },
-            KernelCounters::default(),
-        ));
-        assert!(text.contains("goprobe_target_info{pid=\"42\",binary=\"/bin/\\\"app\\\"\""));
-        assert!(text.contains("goprobe_events_total{kind=\"gosched\"} 1\n"));
-        assert!(
-            text.contains("goprobe_preemptions_total{path=\"async\",action=\"reschedule\"} 1\n")
+            kernel.clone(),
         );
-        assert!(text.contains("goprobe_sysmon_tick_interval_seconds_count 2\n"));
-        assert!(text.contains("goprobe_sysmon_tick_interval_seconds_bucket{le=\"+Inf\"} 2\n"));
-        // Cumulative buckets: 20 µs falls in [16384, 32767] ns.
+        let text = render(&MetricsView {
+            processes: std::slice::from_ref(&snapshot),
+            kernel: &kernel,
+            unexported: 0,
+        });
+        let process = "pid=\"42\",exe=\"\\\"app\\\"\",container=\"\"";
         assert!(
-            text.contains("goprobe_sysmon_tick_interval_seconds_bucket{le=\"3.2768e-5\"} 1\n"),
+            text.contains(&format!(
+                "goprobe_target_info{{{process},binary=\"/bin/\\\"app\\\"\""
+            )),
             "{text}"
         );
+        assert!(text.contains(&format!(
+            "goprobe_events_total{{{process},kind=\"gosched\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "goprobe_preemptions_total{{{process},path=\"async\",action=\"reschedule\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "goprobe_sysmon_tick_interval_seconds_count{{{process}}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "goprobe_sysmon_tick_interval_seconds_bucket{{{process},le=\"+Inf\"}} 2\n"
+        )));
+        // Cumulative buckets: 20 µs falls in [16384, 32767] ns.
+        assert!(
+            text.contains(&format!(
+                "goprobe_sysmon_tick_interval_seconds_bucket{{{process},le=\"3.2768e-5\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("goprobe_processes 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");

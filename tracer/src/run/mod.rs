@@ -78,10 +78,7 @@ pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
     pids.sort_unstable();
     pids.dedup();
     if pids.len() > 1 || cli.all {
-        for (flag, given) in [
-            ("--perfetto", cli.perfetto.is_some()),
-            ("--metrics", cli.metrics.is_some()),
-        ] {
+        for (flag, given) in [("--perfetto", cli.perfetto.is_some())] {
             if given {
                 bail!("{flag} traces one process for now: give it a single --pid (not --all)");
             }

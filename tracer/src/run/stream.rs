@@ -160,22 +160,8 @@ pub async fn trace(
             })
             }
             _ = refresh.tick(), if metrics.is_some() => {
-                if let (Some(metrics), [process]) = (&metrics, &session.processes[..]) {
-                    let pid = process.target.pid.get();
-                    let prepared = &session.binaries[process.binary];
-                    let yields = cli.wants_yields().then(|| session.tracer.yields(pid));
-                    let run = RunInfo {
-                        pid,
-                        binary: prepared.shown_path.display().to_string(),
-                        go_version: prepared.version.clone(),
-                        duration_ns: monotonic_ns().saturating_sub(session.start_ns),
-                        voluntary_yields: yields,
-                        container: process.container.clone(),
-                        ..RunInfo::default()
-                    };
-                    if let Some(traced) = pipeline.process_of(pid) {
-                        metrics.update(&traced.aggregator.snapshot(run, session.tracer.counters()?));
-                    }
+                if let Some(metrics) = &metrics {
+                    update_metrics(cli, session, &pipeline, metrics)?;
                 }
                 None
             }
@@ -211,6 +197,47 @@ pub async fn trace(
             metrics,
         },
     ))
+}
+
+/// Renders the live processes' snapshots for the metrics endpoint.
+fn update_metrics(
+    cli: &Cli,
+    session: &Session,
+    pipeline: &Pipeline,
+    metrics: &output::Metrics,
+) -> anyhow::Result<()> {
+    let duration_ns = monotonic_ns().saturating_sub(session.start_ns);
+    let live: Vec<_> = session
+        .processes
+        .iter()
+        .filter(|process| process.ended.is_none())
+        .filter_map(|process| {
+            let pid = process.target.pid.get();
+            Some((process, pipeline.process_of(pid)?))
+        })
+        .collect();
+    let snapshots: Vec<Summary> = live
+        .iter()
+        .take(output::prometheus::MAX_EXPORTED_PROCESSES)
+        .map(|(process, traced)| {
+            let pid = process.target.pid.get();
+            let run = RunInfo {
+                duration_ns,
+                voluntary_yields: cli.wants_yields().then(|| session.tracer.yields(pid)),
+                ..run_info(session, process, pipeline.is_multi())
+            };
+            traced
+                .aggregator
+                .snapshot(run, crate::events::KernelCounters::default())
+        })
+        .collect();
+    let kernel = session.tracer.counters()?;
+    metrics.update(&output::prometheus::MetricsView {
+        processes: &snapshots,
+        kernel: &kernel,
+        unexported: live.len().saturating_sub(snapshots.len()),
+    });
+    Ok(())
 }
 
 /// Hands process `index` of the session to the pipeline.
