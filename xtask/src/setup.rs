@@ -48,10 +48,15 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<Setup> {
     Ok(Setup { go })
 }
 
-/// Independent decoders the tests check goprobe's outputs with, from PyPI, project-local
-/// like the Go toolchains: the official Perfetto protos (for `--perfetto` files) and the
-/// Prometheus client's exposition parser (for `--metrics`).
-const PYTHON_PACKAGES: [&str; 2] = ["perfetto==0.59.1", "prometheus-client==0.26.0"];
+/// Independent checkers the tests use, from PyPI, project-local like the Go toolchains:
+/// the official Perfetto protos (for `--perfetto` files), the Prometheus client's
+/// exposition parser (for `--metrics`) and Kubernetes' own JSON schemas with a validator
+/// (for the DaemonSet in `deploy/`).
+const PYTHON_PACKAGES: [&str; 3] = [
+    "perfetto==0.59.1",
+    "prometheus-client==0.26.0",
+    "kubernetes-validate==1.37.0",
+];
 
 fn perfetto_protos() -> anyhow::Result<()> {
     let dir = util::workspace_root().join(".goprobe/python");
@@ -59,7 +64,8 @@ fn perfetto_protos() -> anyhow::Result<()> {
         .args([
             "-c",
             "import google.protobuf.unknown_fields, \
-             perfetto.protos.perfetto.trace.perfetto_trace_pb2, prometheus_client.parser",
+             perfetto.protos.perfetto.trace.perfetto_trace_pb2, prometheus_client.parser, \
+             kubernetes_validate, yaml",
         ])
         .env("PYTHONPATH", &dir)
         .output();
@@ -68,7 +74,7 @@ fn perfetto_protos() -> anyhow::Result<()> {
         return Ok(());
     }
     util::pip_install_target(&dir, &PYTHON_PACKAGES, &["--upgrade"])
-        .context("installing the Perfetto protos and the Prometheus parser")
+        .context("installing the Perfetto protos, the Prometheus parser and kubernetes-validate")
 }
 
 fn nightly_with_rust_src() -> anyhow::Result<()> {
