@@ -10,6 +10,7 @@ mod go;
 mod kernels;
 mod offsets;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Boot the newest kernel of each chosen Debian suite under qemu and run integration
     /// tests inside it; prints a pass/fail table.
     Kernels(kernels::KernelsArgs),
+    /// goprobe --all as a node daemon for N minutes while Go processes churn; prints its
+    /// RSS minute by minute and the slope.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::GenOffsets(args) => offsets::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Kernels(args) => kernels::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
