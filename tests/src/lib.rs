@@ -329,6 +329,19 @@ impl Spawned {
     }
 }
 
+/// A child that is killed if the test panics before it is waited for (a failed test
+/// must not leave a tracer or a server running).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Waits for `child`, killing it (and failing) after `timeout`.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;

@@ -9,7 +9,8 @@ use std::{
 };
 
 use goprobe_integration::{
-    env, read_lines, send_signal, split_output, temp_path, wait_timeout, waiting_spinner,
+    KillOnDrop, env, read_lines, send_signal, split_output, temp_path, wait_timeout,
+    waiting_spinner,
 };
 use serde_json::Value;
 
@@ -294,15 +295,17 @@ fn prometheus_server_sees_per_process_series_of_all() {
     ];
     let pids: Vec<String> = spinners.iter().map(|(_, pid)| pid.to_string()).collect();
 
-    let mut goprobe = Command::new(&env.goprobe)
-        .args(["--all", "--exe", &format!("{}/*", dir.display()), "-q"])
-        .args(["-o", "/dev/null", "--metrics", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("goprobe starts");
-    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let mut goprobe = KillOnDrop(
+        Command::new(&env.goprobe)
+            .args(["--all", "--exe", &format!("{}/*", dir.display()), "-q"])
+            .args(["-o", "/dev/null", "--metrics", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("goprobe starts"),
+    );
+    let stderr = read_lines(goprobe.0.stderr.take().unwrap());
     let mut said = Vec::new();
     let metrics = loop {
         let line = stderr
@@ -338,17 +341,19 @@ fn prometheus_server_sees_per_process_series_of_all() {
         ),
     )
     .unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={server}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package `prometheus`, installed by cargo xtask setup)");
+    let prometheus = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={server}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`, installed by cargo xtask setup)"),
+    );
     // Scraping goprobe before the workloads start.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -415,9 +420,8 @@ fn prometheus_server_sees_per_process_series_of_all() {
         assert!(Instant::now() < deadline, "still there: {live:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    send_signal(goprobe.id(), libc::SIGINT);
-    assert!(wait_timeout(&mut goprobe, Duration::from_secs(20)).success());
+    drop(prometheus);
+    send_signal(goprobe.0.id(), libc::SIGINT);
+    assert!(wait_timeout(&mut goprobe.0, Duration::from_secs(20)).success());
     let _ = std::fs::remove_dir_all(&dir);
 }

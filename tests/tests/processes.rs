@@ -187,3 +187,51 @@ fn processes_of_two_binaries_are_each_counted_exactly_with_probes_per_binary() {
         "the namespaced process of the other binary"
     );
 }
+
+/// `--interval`: each report counts exactly what the output shows between it and the
+/// previous one (JSON lines are written in the order records are processed).
+#[test]
+fn interval_reports_count_exactly_what_happened_between_them() {
+    let env = env();
+    let fixture = env.fixture(env.newest(), "default", "spinner");
+    let out = temp_path("interval.jsonl");
+    let status = Command::new(&env.goprobe)
+        .args(["--json", "--interval", "0.5", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&fixture)
+        .args(["-workers", "2", "-procs", "1", "-duration", "2s"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("goprobe runs");
+    assert!(status.success(), "{status}");
+    let lines = json_lines(&std::fs::read_to_string(&out).unwrap());
+    let _ = std::fs::remove_file(&out);
+    let (mut asyncs, mut attempts, mut reports) = (0, 0, Vec::new());
+    for line in &lines {
+        match line["type"].as_str() {
+            Some("event") if line["kind"] == "async_preempt" => asyncs += 1,
+            Some("attempt") => attempts += 1,
+            Some("interval") => {
+                let row = &line["processes"][0];
+                assert_eq!(row["asynchronous"], asyncs, "{line}");
+                assert_eq!(row["attempts"], attempts, "{line}");
+                let length = line["length_ns"].as_u64().unwrap();
+                assert!(length >= 400_000_000, "{line}");
+                reports.push((asyncs, attempts));
+                (asyncs, attempts) = (0, 0);
+            }
+            _ => {}
+        }
+    }
+    eprintln!("per interval (async, attempts): {reports:?}");
+    // A 2 s workload, a report every 0.5 s: at least three while it spins.
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports.iter().filter(|(n, _)| *n > 0).count() >= 3,
+        "{reports:?}"
+    );
+    let summary = lines.last().unwrap();
+    let reported: u64 = reports.iter().map(|(n, _)| n).sum::<u64>() + asyncs;
+    assert_eq!(summary["preemptions"]["async"], reported, "{summary}");
+}

@@ -64,6 +64,12 @@ pub struct Cli {
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Every SECS seconds, one line per traced process with what happened in the interval
+    /// (preemptions, attempts by outcome) and the preemption latency so far; tracing
+    /// goes on (with `--all` and no --duration: a node daemon).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
     /// Output format on stdout (or the --output file).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -302,6 +308,13 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn interval_is_a_duration() {
+        let cli = Cli::try_parse_from(["goprobe", "--all", "--interval", "2.5"]).unwrap();
+        assert_eq!(cli.interval, Some(Duration::from_millis(2500)));
+        assert!(Cli::try_parse_from(["goprobe", "--all", "--interval", "-1"]).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     output::{AttemptView, EventView, Output},
     pidns::PidNamespace,
     ringbuf::Record,
-    summary::{Aggregator, RunInfo, Summary, Total},
+    summary::{Aggregator, IntervalReport, IntervalRow, RunInfo, Summary, Total},
     symbolize::{Location, Symbolizer},
 };
 
@@ -40,6 +40,9 @@ pub struct Pipeline {
     total: Total,
     /// The newest timestamp of a record processed: the ring has been read up to here.
     latest_ns: u64,
+    /// `--interval`: each process's cumulative counts at the previous report.
+    reported: HashMap<u32, IntervalRow>,
+    last_report_ns: u64,
 }
 
 /// What one traced process's records go through.
@@ -71,7 +74,40 @@ impl Pipeline {
             execs: Vec::new(),
             total: Total::default(),
             latest_ns: 0,
+            reported: HashMap::new(),
+            last_report_ns: start_ns,
         }
+    }
+
+    /// Writes an `--interval` report: each live process's counts since the previous one.
+    /// `run` gives a process's [`RunInfo`].
+    pub fn report_interval(
+        &mut self,
+        now_ns: u64,
+        mut run: impl FnMut(u32) -> RunInfo,
+    ) -> io::Result<()> {
+        let mut rows = Vec::new();
+        let mut reported = HashMap::new();
+        for (pid, process) in &self.processes {
+            let now = process
+                .aggregator
+                .snapshot(run(*pid), KernelCounters::default());
+            let (delta, total) = IntervalRow::since(&now, self.reported.get(pid));
+            rows.push(delta);
+            reported.insert(*pid, total);
+        }
+        // Exited processes' counts are forgotten with them.
+        self.reported = reported;
+        let report = IntervalReport {
+            rel_ns: now_ns as i64 - self.start_ns as i64,
+            length_ns: now_ns.saturating_sub(self.last_report_ns),
+            processes: rows,
+        };
+        self.last_report_ns = now_ns;
+        for output in &mut self.outputs {
+            output.interval(&report)?;
+        }
+        self.flush_outputs()
     }
 
     /// The newest record processed so far (CLOCK_MONOTONIC ns): records are read in

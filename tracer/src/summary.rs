@@ -372,6 +372,65 @@ pub struct Summary {
     pub tgkill_failures: BTreeMap<u32, u64>,
 }
 
+/// `--interval`: what each live process did since the previous report.
+pub struct IntervalReport {
+    /// Nanoseconds since tracing started.
+    pub rel_ns: i64,
+    /// The interval's length.
+    pub length_ns: u64,
+    pub processes: Vec<IntervalRow>,
+}
+
+/// One process in an [`IntervalReport`]; counts are the interval's.
+pub struct IntervalRow {
+    pub pid: u32,
+    pub binary: String,
+    pub asynchronous: u64,
+    pub cooperative: u64,
+    pub attempts: u64,
+    /// Attempts by outcome name, in the interval.
+    pub by_outcome: BTreeMap<&'static str, u64>,
+    /// p99 of request → off CPU since tracing began (not only this interval).
+    pub request_to_off_p99_ns: Option<u64>,
+}
+
+impl IntervalRow {
+    /// `now`'s counts minus `before`'s (a process's previous row, cumulative).
+    pub fn since(now: &Summary, before: Option<&IntervalRow>) -> (IntervalRow, IntervalRow) {
+        let total = IntervalRow {
+            pid: now.run.pid,
+            binary: now.run.binary.clone(),
+            asynchronous: now.async_preemptions(),
+            cooperative: now.preemptions.cooperative(),
+            attempts: now.attempts(),
+            by_outcome: now.by_outcome(),
+            request_to_off_p99_ns: now
+                .hops
+                .get(&crate::correlate::Hop::REQUEST_TO_OFF)
+                .map(|stats| stats.p99),
+        };
+        let minus = |a: u64, b: Option<u64>| a.saturating_sub(b.unwrap_or(0));
+        let delta = IntervalRow {
+            pid: total.pid,
+            binary: total.binary.clone(),
+            asynchronous: minus(total.asynchronous, before.map(|b| b.asynchronous)),
+            cooperative: minus(total.cooperative, before.map(|b| b.cooperative)),
+            attempts: minus(total.attempts, before.map(|b| b.attempts)),
+            by_outcome: total
+                .by_outcome
+                .iter()
+                .map(|(outcome, n)| {
+                    let was = before.and_then(|b| b.by_outcome.get(outcome).copied());
+                    (*outcome, minus(*n, was))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            request_to_off_p99_ns: total.request_to_off_p99_ns,
+        };
+        (delta, total)
+    }
+}
+
 /// The whole run when it traced several processes: one row per process, and the
 /// kernel's counters (which are per kind, not per process).
 #[derive(Default)]

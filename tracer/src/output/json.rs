@@ -16,7 +16,7 @@ use crate::{
     correlate::{Attempt, Hop, Meaning, Outcome, Requester},
     events::{EventData, PerKind, kind_name},
     histogram::{Distribution, Stats},
-    summary::{LocationCount, Summary, Total},
+    summary::{IntervalReport, LocationCount, Summary, Total},
     symbolize::Location,
 };
 
@@ -443,6 +443,49 @@ impl ContainerRow<'_> {
     }
 }
 
+/// An `--interval` report: each live process's counts in the interval.
+pub fn write_interval<W: Write>(out: &mut W, report: &IntervalReport) -> serde_json::Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        pid: u32,
+        binary: &'a str,
+        asynchronous: u64,
+        cooperative: u64,
+        attempts: u64,
+        by_outcome: &'a std::collections::BTreeMap<&'static str, u64>,
+        request_to_off_p99_ns: Option<u64>,
+    }
+    #[derive(Serialize)]
+    struct IntervalLine<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        rel_ns: i64,
+        length_ns: u64,
+        processes: Vec<Row<'a>>,
+    }
+    serde_json::to_writer(
+        out,
+        &IntervalLine {
+            ty: "interval",
+            rel_ns: report.rel_ns,
+            length_ns: report.length_ns,
+            processes: report
+                .processes
+                .iter()
+                .map(|row| Row {
+                    pid: row.pid,
+                    binary: &row.binary,
+                    asynchronous: row.asynchronous,
+                    cooperative: row.cooperative,
+                    attempts: row.attempts,
+                    by_outcome: &row.by_outcome,
+                    request_to_off_p99_ns: row.request_to_off_p99_ns,
+                })
+                .collect(),
+        },
+    )
+}
+
 /// After every process's summary when several were traced: one row per process and the
 /// kernel's counters, which are per kind, not per process.
 pub fn write_total<W: Write>(out: &mut W, total: &Total) -> serde_json::Result<()> {
@@ -678,6 +721,11 @@ impl<W: Write> Output for JsonOutput<W> {
 
     fn total(&mut self, total: &Total) -> io::Result<()> {
         write_total(&mut self.out, total).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn interval(&mut self, report: &IntervalReport) -> io::Result<()> {
+        write_interval(&mut self.out, report).map_err(io::Error::from)?;
         self.out.write_all(b"\n")
     }
 

@@ -23,7 +23,7 @@ use crate::{
     cli::{Cli, Format},
     correlate::{Attempt, Meaning},
     events::Event,
-    summary::{Summary, Total},
+    summary::{IntervalReport, Summary, Total},
     symbolize::Location,
 };
 
@@ -62,6 +62,10 @@ pub trait Output {
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     /// The whole run, after every process's summary, when several were traced.
     fn total(&mut self, _total: &Total) -> io::Result<()> {
+        Ok(())
+    }
+    /// `--interval`: what the live processes did since the previous report.
+    fn interval(&mut self, _report: &IntervalReport) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()>;

@@ -10,7 +10,7 @@ use crate::{
     correlate::{Attempt, Hop, Meaning, Outcome, Requester},
     events::{EventData, KernelCounters, PerKind, kind_name},
     histogram::{Distribution, Stats, human_ns},
-    summary::{LocationCount, Summary, Total},
+    summary::{IntervalReport, LocationCount, Summary, Total},
 };
 
 /// What goes out line by line while tracing.
@@ -261,6 +261,47 @@ fn write_event_counts(
         writeln!(
             out,
             "  WARNING: {unaccounted} records submitted but not received, {malformed} malformed",
+        )?;
+    }
+    Ok(())
+}
+
+/// An `--interval` report: one line per live process, its counts in the interval.
+fn write_interval(out: &mut dyn Write, report: &IntervalReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:>11.3} interval {:.1} s {:>8} {:>7} {:>6} {:>9} {:>9}  {:<12} binary",
+        report.rel_ns as f64 / 1e9,
+        report.length_ns as f64 / 1e9,
+        "pid",
+        "async",
+        "coop",
+        "attempts",
+        "p99 so far",
+        "outcomes"
+    )?;
+    for row in &report.processes {
+        let outcomes: Vec<String> = row
+            .by_outcome
+            .iter()
+            .map(|(outcome, n)| format!("{outcome} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "{:>26} {:>8} {:>7} {:>6} {:>9} {:>9}  {:<12} {}",
+            "",
+            row.pid,
+            row.asynchronous,
+            row.cooperative,
+            row.attempts,
+            row.request_to_off_p99_ns
+                .map_or_else(|| "-".into(), human_ns),
+            if outcomes.is_empty() {
+                "-".to_string()
+            } else {
+                outcomes.join(", ")
+            },
+            row.binary
         )?;
     }
     Ok(())
@@ -589,6 +630,10 @@ impl<W: Write> Output for TextOutput<W> {
 
     fn total(&mut self, total: &Total) -> io::Result<()> {
         write_total(&mut self.out, total)
+    }
+
+    fn interval(&mut self, report: &IntervalReport) -> io::Result<()> {
+        write_interval(&mut self.out, report)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -88,6 +88,9 @@ pub async fn trace(
         );
     }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    let mut report = tokio::time::interval(cli.interval.unwrap_or(Duration::from_secs(3600)));
+    // The first tick is immediate: the first report comes one interval in.
+    report.tick().await;
     // An exec is noticed within this time; signal events of the new program that arrive
     // meanwhile are still correlated.
     let mut exec_check = tokio::time::interval(Duration::from_millis(200));
@@ -158,6 +161,27 @@ pub async fn trace(
                 );
                 Some((index, EndReason::TargetExec(path)))
             })
+            }
+            _ = report.tick(), if cli.interval.is_some() => {
+                let duration_ns = monotonic_ns().saturating_sub(session.start_ns);
+                let infos: HashMap<u32, RunInfo> = session
+                    .processes
+                    .iter()
+                    .map(|process| {
+                        let info = RunInfo {
+                            duration_ns,
+                            ..run_info(session, process, pipeline.is_multi())
+                        };
+                        (process.target.pid.get(), info)
+                    })
+                    .collect();
+                let written = pipeline.report_interval(monotonic_ns(), |pid| {
+                    infos.get(&pid).cloned().unwrap_or_default()
+                });
+                if let Err(err) = written {
+                    break output_end(err);
+                }
+                None
             }
             _ = refresh.tick(), if metrics.is_some() => {
                 if let Some(metrics) = &metrics {
