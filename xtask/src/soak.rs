@@ -33,8 +33,17 @@ pub struct SoakArgs {
     pub alive: usize,
 }
 
-/// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+/// Memory of a process, in KiB, from `/proc/PID/status`.
+struct Memory {
+    rss: u64,
+    /// Peak RSS (`VmHWM`).
+    peak: u64,
+    /// The part of RSS that is goprobe's own allocations (heap, stacks), not file pages
+    /// (its binary, the Go binaries it maps) or shared memory (the ring buffers).
+    anon: u64,
+}
+
+fn memory_kib(pid: u32) -> Option<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status
@@ -45,7 +54,11 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
             .parse()
             .ok()
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(Memory {
+        rss: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+        anon: field("RssAnon:")?,
+    })
 }
 
 /// A small deterministic generator (xorshift): the churn differs per process, the same
@@ -120,6 +133,7 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
     let mut alive: Vec<Child> = Vec::new();
     let mut started = 0u64;
     let mut samples: Vec<(f64, u64)> = Vec::new();
+    let mut anon_max = 0;
     let begin = Instant::now();
     let end = begin + Duration::from_secs_f64(args.minutes * 60.0);
     let mut next_sample = begin;
@@ -131,11 +145,12 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
             started += 1;
         }
         if Instant::now() >= next_sample {
-            let Some((rss, hwm)) = memory_kib(goprobe.id()) else {
+            let Some(memory) = memory_kib(goprobe.id()) else {
                 bail!("goprobe exited during the soak");
             };
-            peak = peak.max(hwm);
-            samples.push((begin.elapsed().as_secs_f64(), rss));
+            peak = peak.max(memory.peak);
+            anon_max = anon_max.max(memory.anon);
+            samples.push((begin.elapsed().as_secs_f64(), memory.rss));
             next_sample += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -145,7 +160,7 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
     }
     // The last ones must be summarised and forgotten too.
     std::thread::sleep(Duration::from_millis(500));
-    let after = memory_kib(goprobe.id()).map_or(0, |(rss, _)| rss);
+    let after = memory_kib(goprobe.id()).map_or(0, |memory| memory.rss);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(goprobe.id() as i32, libc::SIGINT) };
     let status = goprobe.wait()?;
@@ -156,16 +171,19 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
     if !status.success() {
         bail!("goprobe ended with {status}");
     }
-    report(&samples, started, adopted, after, peak, args.minutes);
+    report(
+        &samples,
+        (started, adopted),
+        (after, peak, anon_max),
+        args.minutes,
+    );
     Ok(())
 }
 
 fn report(
     samples: &[(f64, u64)],
-    started: u64,
-    adopted: usize,
-    after: u64,
-    peak: u64,
+    (started, adopted): (u64, usize),
+    (after, peak, anon_max): (u64, u64, u64),
     minutes: f64,
 ) {
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -205,5 +223,10 @@ fn report(
         mib(samples.iter().map(|(_, rss)| *rss).max().unwrap_or(0)),
         mib(peak),
         mib(after)
+    );
+    println!(
+        "of which goprobe's own allocations (RssAnon): at most {:.1} MiB; the rest is file \
+         pages (its binary, the Go binaries it maps) and the ring buffers",
+        mib(anon_max)
     );
 }
