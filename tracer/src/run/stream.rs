@@ -87,6 +87,8 @@ pub async fn trace(
             session.processes.len()
         );
     }
+    // After loading, and after the binaries found at start were analysed.
+    release_freed_memory();
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let mut report = tokio::time::interval(cli.interval.unwrap_or(Duration::from_secs(3600)));
     // The first tick is immediate: the first report comes one interval in.
@@ -133,7 +135,11 @@ pub async fn trace(
                             end_process(cli, session, &mut pipeline, index, reason)?;
                         }
                     }
+                    let binaries = session.binaries.len();
                     if let Some(index) = session.adopt(cli, pid) {
+                        if session.binaries.len() > binaries {
+                            release_freed_memory();
+                        }
                         crate::diag!(
                             "goprobe: pid {pid} traced {:.1} ms after its exec",
                             monotonic_ns().saturating_sub(exec_ns) as f64 / 1e6
@@ -262,6 +268,15 @@ fn update_metrics(
         unexported: live.len().saturating_sub(snapshots.len()),
     });
     Ok(())
+}
+
+/// Gives the memory freed after loading (the kernel's BTF, parsed to load the object and
+/// find `task_struct.pid`; a binary's DWARF, read for its struct layout) back to the
+/// system: glibc keeps freed heap in its arenas otherwise, and a daemon's RSS would stay
+/// at that peak for good.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Hands process `index` of the session to the pipeline.
