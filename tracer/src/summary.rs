@@ -431,11 +431,18 @@ impl IntervalRow {
     }
 }
 
-/// The whole run when it traced several processes: one row per process, and the
-/// kernel's counters (which are per kind, not per process).
+/// At most this many processes get a row in the [`Total`]: a node daemon sees processes
+/// come and go for weeks, and a row per process would grow without end. The counts of
+/// the others are still in the totals.
+pub const MAX_TOTAL_ROWS: usize = 1000;
+
+/// The whole run when it traced several processes: one row per process (the first
+/// [`MAX_TOTAL_ROWS`]), and the kernel's counters (which are per kind, not per process).
 #[derive(Default)]
 pub struct Total {
     pub processes: Vec<ProcessRow>,
+    /// Processes summarised beyond [`MAX_TOTAL_ROWS`], without a row.
+    pub rows_left_out: u64,
     pub received: PerKind,
     pub malformed: u64,
     pub kernel: KernelCounters,
@@ -477,7 +484,11 @@ impl ProcessRow {
 impl Total {
     /// Adds a process's summary: its row and its counts.
     pub fn add(&mut self, s: &Summary) {
-        self.processes.push(ProcessRow::of(s));
+        if self.processes.len() < MAX_TOTAL_ROWS {
+            self.processes.push(ProcessRow::of(s));
+        } else {
+            self.rows_left_out += 1;
+        }
         for (total, n) in self.received.0.iter_mut().zip(s.received.0) {
             *total += n;
         }
@@ -550,5 +561,25 @@ impl Summary {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_lists_a_bounded_number_of_processes_but_counts_them_all() {
+        let mut total = Total::default();
+        let aggregator = Aggregator::new();
+        for pid in 0..MAX_TOTAL_ROWS as u32 + 5 {
+            let run = RunInfo {
+                pid,
+                ..RunInfo::default()
+            };
+            total.add(&aggregator.snapshot(run, KernelCounters::default()));
+        }
+        assert_eq!(total.processes.len(), MAX_TOTAL_ROWS);
+        assert_eq!(total.rows_left_out, 5);
     }
 }

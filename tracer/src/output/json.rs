@@ -512,6 +512,7 @@ pub fn write_total<W: Write>(out: &mut W, total: &Total) -> serde_json::Result<(
         ty: &'static str,
         schema: u32,
         processes: Vec<Row<'a>>,
+        processes_not_listed: u64,
         events: KindsView<'a>,
         events_total: u64,
         lost: KindsView<'a>,
@@ -543,6 +544,7 @@ pub fn write_total<W: Write>(out: &mut W, total: &Total) -> serde_json::Result<(
                     attempts: row.attempts,
                 })
                 .collect(),
+            processes_not_listed: total.rows_left_out,
             events: KindsView(&total.received),
             events_total: total.received.total(),
             lost: KindsView(&total.kernel.lost),

@@ -310,7 +310,16 @@ fn write_interval(out: &mut dyn Write, report: &IntervalReport) -> io::Result<()
 /// The whole run of several processes: one row each, and the kernel's counters.
 fn write_total(out: &mut dyn Write, total: &Total) -> io::Result<()> {
     writeln!(out)?;
-    writeln!(out, "goprobe total: {} processes", total.processes.len())?;
+    writeln!(
+        out,
+        "goprobe total: {} processes{}",
+        total.processes.len() as u64 + total.rows_left_out,
+        if total.rows_left_out > 0 {
+            format!(" (the first {} listed)", total.processes.len())
+        } else {
+            String::new()
+        }
+    )?;
     writeln!(
         out,
         "  {:<8} {:<10} {:>8} {:>8} {:>9} {:>9}  binary; where; ended by",
