@@ -69,7 +69,7 @@ mount -t tmpfs tmpfs /rw; mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /merged || echo "goprobe-guest: overlay failed"
 mkdir -p /merged/goprobe-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /merged/goprobe-out
-chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; mount -t cgroup2 cgroup2 /sys/fs/cgroup; ip link set lo up; . /goprobe-out/run.sh'
+chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /goprobe-host-tmp; mount --bind /tmp /goprobe-host-tmp; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; mount -t cgroup2 cgroup2 /sys/fs/cgroup; ip link set lo up; . /goprobe-out/run.sh'
 sync
 poweroff -f
 "#;
@@ -369,7 +369,18 @@ fn boot(
         .iter()
         .map(|a| format!(" '{a}'"))
         .collect();
-    let mut script = format!(
+    // The guest mounts a tmpfs of its own on /tmp, where the tests make their files; a
+    // workspace under the host's /tmp (a CI clone) is bound back in from where the init
+    // script kept the host's /tmp.
+    let mut script = match root.strip_prefix("/tmp") {
+        Ok(inside) => format!(
+            "mkdir -p {root} && mount --bind {kept} {root}\n",
+            root = quote(root),
+            kept = quote(&Path::new("/goprobe-host-tmp").join(inside)),
+        ),
+        Err(_) => String::new(),
+    };
+    script += &format!(
         "cd {}\nexport GOPROBE_BIN={} GOPROBE_FIXTURES={} GOPROBE_GO_RELEASES={} \
          GOPROBE_TRACECOUNT={} GOPROBE_TRACE_GO={} GOCACHE={} GOPATH={}\n\
          uname -r > /goprobe-out/uname\n",

@@ -120,33 +120,7 @@ pub async fn trace(
                 if let Some(err) = failed {
                     break output_end(err);
                 }
-                // `--all`: a process exec'd; it may now run a Go program (or another).
-                for (pid, exec_ns) in pipeline.take_execs() {
-                    // Everything the old program (or an exited process whose pid this
-                    // is) recorded came before this exec in the ring: it can end now.
-                    let traced = session.processes.iter().position(|p| p.target.pid.get() == pid);
-                    if let Some(index) = traced {
-                        let process = &session.processes[index];
-                        let reason = match &process.ended {
-                            Some(reason) => Some(reason.clone()),
-                            None => process.exec_watch.exec_seen().map(EndReason::TargetExec),
-                        };
-                        if let Some(reason) = reason {
-                            end_process(cli, session, &mut pipeline, index, reason)?;
-                        }
-                    }
-                    let binaries = session.binaries.len();
-                    if let Some(index) = session.adopt(cli, pid) {
-                        if session.binaries.len() > binaries {
-                            release_freed_memory();
-                        }
-                        crate::diag!(
-                            "goprobe: pid {pid} traced {:.1} ms after its exec",
-                            monotonic_ns().saturating_sub(exec_ns) as f64 / 1e6
-                        );
-                        start_pipeline(session, &mut pipeline, index);
-                    }
-                }
+                adopt_execs(cli, session, &mut pipeline)?;
                 finish_due(cli, session, &mut pipeline)?;
                 None
             }
@@ -156,35 +130,10 @@ pub async fn trace(
             _ = &mut sleep => break EndReason::Duration,
             _ = exec_check.tick() => {
                 finish_due(cli, session, &mut pipeline)?;
-                session.processes.iter().enumerate().find_map(|(index, process)| {
-                let path = process.ended.is_none().then(|| process.exec_watch.exec_seen())??;
-                let pid = process.target.pid;
-                crate::diag!(
-                    "goprobe: pid {pid} exec'd {}: the probes cover only the program it ran \
-                     before, so {} (trace the new program with --pid {pid})",
-                    path.display(),
-                    if single { "tracing stops" } else { "its tracing stops" },
-                );
-                Some((index, EndReason::TargetExec(path)))
-            })
+                exec_seen(session, single)
             }
             _ = report.tick(), if cli.interval.is_some() => {
-                let duration_ns = monotonic_ns().saturating_sub(session.start_ns);
-                let infos: HashMap<u32, RunInfo> = session
-                    .processes
-                    .iter()
-                    .map(|process| {
-                        let info = RunInfo {
-                            duration_ns,
-                            ..run_info(session, process, pipeline.is_multi())
-                        };
-                        (process.target.pid.get(), info)
-                    })
-                    .collect();
-                let written = pipeline.report_interval(monotonic_ns(), |pid| {
-                    infos.get(&pid).cloned().unwrap_or_default()
-                });
-                if let Err(err) = written {
+                if let Err(err) = report_interval(session, &mut pipeline) {
                     break output_end(err);
                 }
                 None
@@ -227,6 +176,89 @@ pub async fn trace(
             metrics,
         },
     ))
+}
+
+/// A traced process that exec'd another program, seen by polling its exe (`--all` learns
+/// of execs from the kernel instead, and traces the new program).
+fn exec_seen(session: &Session, single: bool) -> Option<(usize, EndReason)> {
+    if session.discovery.is_some() {
+        return None;
+    }
+    session
+        .processes
+        .iter()
+        .enumerate()
+        .find_map(|(index, process)| {
+            let path = process
+                .ended
+                .is_none()
+                .then(|| process.exec_watch.exec_seen())??;
+            let pid = process.target.pid;
+            crate::diag!(
+                "goprobe: pid {pid} exec'd {}: the probes cover only the program it ran \
+                 before, so {} (trace the new program with --pid {pid})",
+                path.display(),
+                if single {
+                    "tracing stops"
+                } else {
+                    "its tracing stops"
+                },
+            );
+            Some((index, EndReason::TargetExec(path)))
+        })
+}
+
+/// `--all`: the processes that exec'd may now run a Go program (or another one).
+fn adopt_execs(cli: &Cli, session: &mut Session, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    for (pid, exec_ns) in pipeline.take_execs() {
+        // Everything the old program (or an exited process whose pid this is) recorded
+        // came before this exec in the ring: it can end now.
+        let traced = session
+            .processes
+            .iter()
+            .position(|p| p.target.pid.get() == pid);
+        if let Some(index) = traced {
+            let process = &session.processes[index];
+            let reason = match &process.ended {
+                Some(reason) => Some(reason.clone()),
+                None => process.exec_watch.exec_seen().map(EndReason::TargetExec),
+            };
+            if let Some(reason) = reason {
+                end_process(cli, session, pipeline, index, reason)?;
+            }
+        }
+        let binaries = session.binaries.len();
+        if let Some(index) = session.adopt(cli, pid) {
+            if session.binaries.len() > binaries {
+                release_freed_memory();
+            }
+            crate::diag!(
+                "goprobe: pid {pid} traced {:.1} ms after its exec",
+                monotonic_ns().saturating_sub(exec_ns) as f64 / 1e6
+            );
+            start_pipeline(session, pipeline, index);
+        }
+    }
+    Ok(())
+}
+
+/// `--interval`: a report of what each live process did since the previous one.
+fn report_interval(session: &Session, pipeline: &mut Pipeline) -> io::Result<()> {
+    let duration_ns = monotonic_ns().saturating_sub(session.start_ns);
+    let infos: HashMap<u32, RunInfo> = session
+        .processes
+        .iter()
+        .map(|process| {
+            let info = RunInfo {
+                duration_ns,
+                ..run_info(session, process, pipeline.is_multi())
+            };
+            (process.target.pid.get(), info)
+        })
+        .collect();
+    pipeline.report_interval(monotonic_ns(), |pid| {
+        infos.get(&pid).cloned().unwrap_or_default()
+    })
 }
 
 /// Renders the live processes' snapshots for the metrics endpoint.
