@@ -500,6 +500,22 @@ pub fn waiting_spinner(exe: &Path, args: &[&str], in_namespace: bool) -> (Spawne
     (spawned, pid)
 }
 
+/// goprobe started with `args` (stdin and stdout null), and its stderr lines as they come.
+pub fn goprobe_with_stderr<S: AsRef<std::ffi::OsStr>>(
+    env: &Env,
+    args: &[S],
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut goprobe = Command::new(&env.goprobe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goprobe starts");
+    let stderr = read_lines(goprobe.stderr.take().expect("piped stderr"));
+    (goprobe, stderr)
+}
+
 /// A child of `parent` (unshare's forked child is its pid namespace's pid 1).
 pub fn child_of(parent: u32) -> Option<u32> {
     all_pids().into_iter().find(|pid| {

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
@@ -14,7 +14,7 @@ use std::{
 use goprobe_integration::{
     BpfKind, bpf_held,
     checks::{assert_async_follows_sysmon_signal, assert_only_workers_preempted},
-    env, json_lines, old_go_copy, process_part, read_lines, send_signal, temp_path,
+    env, goprobe_with_stderr, json_lines, old_go_copy, process_part, send_signal, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
     u64_of, wait_timeout, waiting_spinner,
 };
@@ -84,15 +84,11 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
 
     let out = temp_path("fleet.jsonl");
     let pattern = format!("{}/*", dir.0.display());
-    let mut goprobe = Command::new(&env.goprobe)
-        .args(["--all", "--exe", &pattern, "--json", "-o"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("goprobe starts");
-    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let out_arg = out.display().to_string();
+    let (mut goprobe, stderr) = goprobe_with_stderr(
+        &env,
+        &["--all", "--exe", &pattern, "--json", "-o", &out_arg],
+    );
     let mut said = Vec::new();
     wait_stderr(&stderr, &mut said, |line| {
         line.contains("Go processes, and those that start")

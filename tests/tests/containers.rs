@@ -7,14 +7,14 @@ use std::{
     collections::BTreeSet,
     fs,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use goprobe_integration::{
     Spawned, Traced,
     checks::{assert_async_follows_sysmon_signal, assert_nothing_lost},
-    child_of, env, fixture_result, read_lines, send_signal, split_output, temp_path,
+    child_of, env, fixture_result, goprobe_with_stderr, send_signal, split_output, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
     u64_of, wait_timeout,
 };
@@ -134,16 +134,9 @@ fn process_in_pid_and_mount_namespaces_is_traced_exactly() {
 
         eprintln!("{release}: tracefs uprobe made");
         let out = temp_path("container.jsonl");
-        let mut goprobe = Command::new(&env.goprobe)
-            .args(["--json", "-o"])
-            .arg(&out)
-            .args(["--pid", &host_pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("goprobe starts");
-        let stderr = read_lines(goprobe.stderr.take().unwrap());
+        let (out_arg, pid_arg) = (out.display().to_string(), host_pid.to_string());
+        let (mut goprobe, stderr) =
+            goprobe_with_stderr(&env, &["--json", "-o", &out_arg, "--pid", &pid_arg]);
         let attached = stderr
             .recv_timeout(Duration::from_secs(30))
             .expect("goprobe says it attached");

@@ -9,7 +9,7 @@ use std::{
 };
 
 use goprobe_integration::{
-    KillOnDrop, env, read_lines, send_signal, split_output, temp_path, wait_timeout,
+    KillOnDrop, env, goprobe_with_stderr, send_signal, split_output, temp_path, wait_timeout,
     waiting_spinner,
 };
 use serde_json::Value;
@@ -295,17 +295,21 @@ fn prometheus_server_sees_per_process_series_of_all() {
     ];
     let pids: Vec<String> = spinners.iter().map(|(_, pid)| pid.to_string()).collect();
 
-    let mut goprobe = KillOnDrop(
-        Command::new(&env.goprobe)
-            .args(["--all", "--exe", &format!("{}/*", dir.display()), "-q"])
-            .args(["-o", "/dev/null", "--metrics", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("goprobe starts"),
+    let pattern = format!("{}/*", dir.display());
+    let (goprobe, stderr) = goprobe_with_stderr(
+        &env,
+        &[
+            "--all",
+            "--exe",
+            &pattern,
+            "-q",
+            "-o",
+            "/dev/null",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
     );
-    let stderr = read_lines(goprobe.0.stderr.take().unwrap());
+    let mut goprobe = KillOnDrop(goprobe);
     let mut said = Vec::new();
     let metrics = loop {
         let line = stderr

@@ -11,7 +11,7 @@ use std::{
 use goprobe_integration::{
     BpfKind, Env, PrivateExe, bpf_held,
     checks::{assert_async_follows_sysmon_signal, assert_only_workers_preempted},
-    env, json_lines, process_part, read_lines, send_signal, temp_path,
+    env, goprobe_with_stderr, json_lines, process_part, send_signal, temp_path,
     tracefs::{TracefsUprobe, planned_offset},
     wait_timeout, waiting_spinner,
 };
@@ -25,15 +25,13 @@ fn goprobe_attached(
     extra: &[&str],
 ) -> (std::process::Child, BTreeSet<u32>, Vec<String>) {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let mut goprobe = Command::new(&env.goprobe)
-        .args(extra)
-        .args(["--pid", &list.join(",")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("goprobe starts");
-    let stderr = read_lines(goprobe.stderr.take().unwrap());
+    let list = list.join(",");
+    let args: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["--pid", list.as_str()])
+        .collect();
+    let (goprobe, stderr) = goprobe_with_stderr(env, &args);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while lines
