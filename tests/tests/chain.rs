@@ -8,12 +8,42 @@ use goprobe_integration::{
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2s"];
 
+/// With each way of hooking `tgkill` (`--syscall-hooks`): the raw `sys_enter` program
+/// must see exactly the calls the syscall event sees, one per signalM.
 #[test]
 fn spinner_async_preemptions_follow_sysmon_sigurg() {
     let env = env();
-    for release in &env.releases {
+    for hooks in ["classic", "raw"] {
+        for release in &env.releases {
+            spinner_chain(&env, release, hooks);
+        }
+    }
+}
+
+fn spinner_chain(env: &goprobe_integration::Env, release: &str, hooks: &str) {
+    {
         let fixture = env.fixture(release, "default", "spinner");
-        let traced = trace_command(&env, &[], &fixture, &SPINNER_ARGS, &[]);
+        let traced = trace_command(
+            env,
+            &["--syscall-hooks", hooks],
+            &fixture,
+            &SPINNER_ARGS,
+            &[],
+        );
+        let attached: Vec<&str> = traced.summary["probes"]
+            .as_array()
+            .expect("probes")
+            .iter()
+            .filter(|p| p["attached"] == true)
+            .filter_map(|p| p["target"].as_str())
+            .collect();
+        let tgkill_hook = if hooks == "raw" {
+            "raw:sys_enter"
+        } else {
+            "syscalls:sys_enter_tgkill"
+        };
+        assert!(attached.contains(&tgkill_hook), "{hooks}: {attached:?}");
+        let release = &format!("{release} ({hooks} syscall hooks)");
         let asyncs = traced.count("async_preempt");
         assert!(
             asyncs >= 50,
@@ -159,7 +189,7 @@ fn demo_exercises_every_attached_link() {
             probe["link"].as_str().unwrap(),
             probe["target"].as_str().unwrap(),
         );
-        if target == "syscalls:sys_exit_tgkill" {
+        if matches!(target, "syscalls:sys_exit_tgkill" | "raw:sys_exit") {
             // Failed SIGURGs only: a healthy process has none (tests/tests/verify.rs
             // makes them under seccomp).
             assert_eq!(traced.count("tgkill_failed"), 0, "{}", traced.summary);
@@ -169,7 +199,7 @@ fn demo_exercises_every_attached_link() {
             (_, "runtime.retake") => "sysmon_tick",
             (_, "runtime.preemptone") => "preempt_request",
             (_, "runtime.signalM") => "signal_m",
-            (_, "syscalls:sys_enter_tgkill") => "tgkill",
+            (_, "syscalls:sys_enter_tgkill" | "raw:sys_enter") => "tgkill",
             (_, "raw:signal_generate" | "signal:signal_generate") => "signal_generate",
             (_, "raw:signal_deliver" | "signal:signal_deliver") => "signal_deliver",
             (_, "runtime.doSigPreempt") => "do_sig_preempt",

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use goprobe_integration::{Env, Spawned, env, goprobe_fails, read_lines, send_signal};
+use goprobe_integration::{
+    Env, Spawned, env, goprobe_fails, goprobe_with_stderr, read_lines, send_signal, split_output,
+    temp_path,
+};
 use serde_json::Value;
 
 /// `goprobe verify --json ARGS`: (exit code, the report).
@@ -122,12 +125,7 @@ fn tgkill_denied_by_seccomp_is_seen_failing_with_eperm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("goprobe starts");
-    let stderr = read_lines(goprobe.stderr.take().unwrap());
-    let attached = stderr
-        .recv_timeout(Duration::from_secs(20))
-        .expect("goprobe says it attached");
-    assert!(attached.contains("attached"), "{attached}");
-    send_signal(pid, libc::SIGUSR1);
+    release_when_attached(&read_lines(goprobe.stderr.take().unwrap()), pid);
     let output = goprobe.wait_with_output().expect("goprobe exits");
     let _ = target.child.kill();
     let _ = target.child.wait();
@@ -142,6 +140,58 @@ fn tgkill_denied_by_seccomp_is_seen_failing_with_eperm() {
     assert!(failed > 0, "{found}");
     assert_eq!(failed, number_after(found, "signalM"), "{found}");
     assert_eq!(number_after(found, "tgkill"), 0, "none entered: {found}");
+}
+
+/// Waits for goprobe's "attached" line, then sends the waiting fixture its SIGUSR1.
+fn release_when_attached(stderr: &std::sync::mpsc::Receiver<String>, pid: u32) {
+    let attached = stderr
+        .recv_timeout(Duration::from_secs(20))
+        .expect("goprobe says it attached");
+    assert!(attached.contains("attached"), "{attached}");
+    send_signal(pid, libc::SIGUSR1);
+}
+
+/// The same refusals traced with `--syscall-hooks raw`: raw `sys_exit` sees each failed
+/// call (errno EPERM), one per signalM, and raw `sys_enter` none, like the syscall events.
+#[test]
+fn tgkill_denied_by_seccomp_is_seen_by_raw_syscall_hooks() {
+    let env = env();
+    let mut target = spinner_denied_tgkill(&env, &[("GOPROBE_FIXTURE_TRIGGER", "signal")]);
+    target.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\""));
+    let pid = target.child.id();
+    let out = temp_path("raw-hooks.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let pid_arg = pid.to_string();
+    let (mut goprobe, stderr) = goprobe_with_stderr(
+        &env,
+        &[
+            "--json",
+            "--syscall-hooks",
+            "raw",
+            "-d",
+            "2",
+            "-o",
+            &out_arg,
+            "--pid",
+            &pid_arg,
+        ],
+    );
+    release_when_attached(&stderr, pid);
+    assert!(goprobe.wait().expect("goprobe exits").success());
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+    let (events, _, summary) = split_output(&out);
+    let count = |kind: &str| summary["events"][kind].as_u64().unwrap_or(0);
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "tgkill_failed")
+        .collect();
+    assert!(!failed.is_empty(), "{summary}");
+    assert_eq!(failed.len() as u64, count("signal_m"), "{summary}");
+    assert_eq!(count("tgkill"), 0, "none entered: {summary}");
+    for event in failed {
+        assert_eq!(event["errno"], 1, "EPERM: {event}");
+    }
 }
 
 /// Attached to a process whose tgkill was denied long ago: the runtime sends no more

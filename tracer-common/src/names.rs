@@ -41,6 +41,10 @@ pub mod programs {
     pub const TP_SYS_ENTER_TGKILL: &str = "tp_sys_enter_tgkill";
     /// tracepoint `syscalls/sys_exit_tgkill`: failed calls from traced processes.
     pub const TP_SYS_EXIT_TGKILL: &str = "tp_sys_exit_tgkill";
+    /// raw tracepoint `sys_enter` (every syscall), `tgkill(SIGURG)` only (BTF kernels).
+    pub const RAW_SYS_ENTER: &str = "raw_sys_enter";
+    /// raw tracepoint `sys_exit` (every syscall): failed `tgkill`s of traced processes.
+    pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
     /// raw tracepoint `signal_generate`, SIGURG only (BTF kernels: cheap to detach).
     pub const RAW_SIGNAL_GENERATE: &str = "raw_signal_generate";
     /// raw tracepoint `signal_deliver`, SIGURG only.

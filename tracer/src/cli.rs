@@ -123,6 +123,14 @@ pub struct Cli {
     #[arg(long, hide_short_help = true)]
     pub entry_probes: bool,
 
+    /// How `tgkill` is hooked. `classic` (default): its two syscall events, ~70 ns more
+    /// per syscall on the whole host while attached, and ~60 ms of RCU waits to detach.
+    /// `raw`: raw `sys_enter`/`sys_exit` filtered in BPF, detach in ~50 ms, but ~155 ns
+    /// more per syscall (both measured on 6.18; `cargo xtask bench --only detach`). Needs
+    /// kernel BTF; without it the syscall events are used.
+    #[arg(long, value_enum, default_value = "classic", value_name = "HOOKS")]
+    pub syscall_hooks: SyscallHooks,
+
     /// Serve Prometheus metrics at http://ADDR/metrics while tracing (e.g.
     /// 127.0.0.1:9464): preemptions, attempts by requester and outcome, per-hop latency
     /// histograms, sysmon cadence, lost events. Refreshed every second.
@@ -149,6 +157,13 @@ pub struct Cli {
     /// `--`). goprobe exits with its exit status.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `--syscall-hooks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyscallHooks {
+    Classic,
+    Raw,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -76,6 +76,10 @@ pub enum Condition {
     RawTracepoints,
     /// Where it has not: the classic tracepoints instead.
     ClassicTracepoints,
+    /// `tgkill` from raw `sys_enter`/`sys_exit` (`--syscall-hooks raw`, with BTF).
+    RawSyscalls,
+    /// `tgkill` from its syscall events (the default).
+    ClassicSyscalls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +199,15 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         kind: EventKind::Tgkill,
+        program: programs::RAW_SYS_ENTER,
+        link: Some(Link::Tgkill),
+        target: ProbeTarget::RawTracepoint { name: "sys_enter" },
+        requirement: Requirement::Required,
+        condition: Condition::RawSyscalls,
+        observes: "tgkill(SIGURG): sender and target thread",
+    },
+    ProbeSpec {
+        kind: EventKind::Tgkill,
         program: programs::TP_SYS_ENTER_TGKILL,
         link: Some(Link::Tgkill),
         target: ProbeTarget::Tracepoint {
@@ -202,8 +215,17 @@ pub const PROBES: &[ProbeSpec] = &[
             name: "sys_enter_tgkill",
         },
         requirement: Requirement::Required,
-        condition: Condition::Always,
+        condition: Condition::ClassicSyscalls,
         observes: "tgkill(SIGURG): sender and target thread",
+    },
+    ProbeSpec {
+        kind: EventKind::TgkillFailed,
+        program: programs::RAW_SYS_EXIT,
+        link: None,
+        target: ProbeTarget::RawTracepoint { name: "sys_exit" },
+        requirement: Requirement::Required,
+        condition: Condition::RawSyscalls,
+        observes: "tgkill(SIGURG) failing, and its errno (seccomp refusals included)",
     },
     ProbeSpec {
         kind: EventKind::TgkillFailed,
@@ -214,7 +236,7 @@ pub const PROBES: &[ProbeSpec] = &[
             name: "sys_exit_tgkill",
         },
         requirement: Requirement::Required,
-        condition: Condition::Always,
+        condition: Condition::ClassicSyscalls,
         observes: "tgkill(SIGURG) failing, and its errno (seccomp refusals included)",
     },
     ProbeSpec {
@@ -334,9 +356,17 @@ pub struct ReleaseFacts {
     pub yields: bool,
     /// The kernel's BTF gave `task_struct.pid`: raw tracepoints for the signal events.
     pub raw_tracepoints: bool,
+    /// `--syscall-hooks raw`: `tgkill` from raw `sys_enter`/`sys_exit` (where
+    /// `raw_tracepoints` holds). Detaches ~60 ms faster; costs every syscall on the host
+    /// more while attached (README, "Performance").
+    pub raw_syscall_hooks: bool,
 }
 
 impl ReleaseFacts {
+    fn raw_syscalls(&self) -> bool {
+        self.raw_syscall_hooks && self.raw_tracepoints
+    }
+
     pub fn for_version(version: &GoVersion) -> ReleaseFacts {
         ReleaseFacts {
             gosched_has_preempted_arg: (version.major, version.minor) >= (1, 22),
@@ -344,6 +374,7 @@ impl ReleaseFacts {
             slices: false,
             yields: false,
             raw_tracepoints: true,
+            raw_syscall_hooks: false,
         }
     }
 
@@ -354,6 +385,8 @@ impl ReleaseFacts {
             Condition::YieldsRequested => self.yields || self.slices,
             Condition::RawTracepoints => self.raw_tracepoints,
             Condition::ClassicTracepoints => !self.raw_tracepoints,
+            Condition::RawSyscalls => self.raw_syscalls(),
+            Condition::ClassicSyscalls => !self.raw_syscalls(),
         }
     }
 }
@@ -484,6 +517,11 @@ fn plan_one(
             Condition::SlicesRequested => "run slices not requested (--slices)",
             Condition::YieldsRequested => "yields not requested (--yields)",
             Condition::RawTracepoints => "no kernel BTF: the classic tracepoint instead",
+            Condition::RawSyscalls if facts.raw_syscall_hooks => {
+                "no kernel BTF: the syscall event instead"
+            }
+            Condition::RawSyscalls => "the syscall event (the default; --syscall-hooks raw)",
+            Condition::ClassicSyscalls => "raw sys_enter/sys_exit instead (--syscall-hooks raw)",
             _ => "the raw tracepoint instead",
         };
         return Ok(PlanStatus::NotApplicable {

@@ -220,6 +220,7 @@ fn prepare_opened(
         yields: cli.yields,
         at_entry: cli.entry_probes,
         raw_tracepoints: kernel.is_none_or(KernelFacts::raw_tracepoints),
+        raw_syscall_hooks: cli.syscall_hooks == crate::cli::SyscallHooks::Raw,
         ..ReleaseFacts::for_version(&version)
     };
     let plan = probes::plan(&binary, facts)
