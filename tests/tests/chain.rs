@@ -2,6 +2,7 @@
 //! own account of what it did.
 
 use goprobe_integration::{
+    Env,
     checks::{assert_async_follows_sysmon_signal, assert_nothing_lost},
     env, trace_command, u64_of,
 };
@@ -13,79 +14,77 @@ const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2
 #[test]
 fn spinner_async_preemptions_follow_sysmon_sigurg() {
     let env = env();
-    for hooks in ["classic", "raw"] {
+    for (hooks, tgkill_hook) in [
+        ("classic", "syscalls:sys_enter_tgkill"),
+        ("raw", "raw:sys_enter"),
+    ] {
         for release in &env.releases {
-            spinner_chain(&env, release, hooks);
+            spinner_chain(&env, release, hooks, tgkill_hook);
         }
     }
 }
 
-fn spinner_chain(env: &goprobe_integration::Env, release: &str, hooks: &str) {
-    {
-        let fixture = env.fixture(release, "default", "spinner");
-        let traced = trace_command(
-            env,
-            &["--syscall-hooks", hooks],
-            &fixture,
-            &SPINNER_ARGS,
-            &[],
-        );
-        let attached: Vec<&str> = traced.summary["probes"]
-            .as_array()
-            .expect("probes")
-            .iter()
-            .filter(|p| p["attached"] == true)
-            .filter_map(|p| p["target"].as_str())
-            .collect();
-        let tgkill_hook = if hooks == "raw" {
-            "raw:sys_enter"
-        } else {
-            "syscalls:sys_enter_tgkill"
-        };
-        assert!(attached.contains(&tgkill_hook), "{hooks}: {attached:?}");
-        let release = &format!("{release} ({hooks} syscall hooks)");
-        let asyncs = traced.count("async_preempt");
-        assert!(
-            asyncs >= 50,
-            "{release}: only {asyncs} async preemptions in 2 s"
-        );
-        assert_async_follows_sysmon_signal(&traced, release);
-        // signalM makes exactly one tgkill.
-        assert_eq!(
-            traced.count("signal_m"),
-            traced.count("tgkill"),
-            "{release}"
-        );
-        assert_nothing_lost(&traced, release);
-        let counts = traced.worker_counts();
-        assert_eq!(counts.len(), 4, "{release}");
-        assert!(
-            counts.iter().all(|&c| c > 0),
-            "{release}: a worker never ran: {counts:?}"
-        );
-        // The goroutines preempted are exactly the workers, by the ids they report.
-        let mut worker_goids = traced.worker_goids();
-        worker_goids.sort_unstable();
-        let mut preempted: Vec<u64> = traced
-            .in_window("async_preempt")
-            .map(|e| u64_of(e, "goid"))
-            .collect();
-        preempted.sort_unstable();
-        preempted.dedup();
-        assert_eq!(
-            preempted, worker_goids,
-            "{release}: preempted goroutine ids"
-        );
-        // Every asyncPreempt2 is followed, on its thread, by that goroutine's reschedule
-        // or park. (Cooperative preemptions can also occur: a request pending when a
-        // goroutine reaches any function prologue is served there.)
-        let p = &traced.summary["preemptions"];
-        assert_eq!(
-            u64_of(p, "async_reschedule") + u64_of(p, "async_park"),
-            asyncs,
-            "{release}: {p}"
-        );
-    }
+/// One spinner run traced with `--syscall-hooks HOOKS`, whose `tgkill` must come from
+/// `tgkill_hook`.
+fn spinner_chain(env: &Env, release: &str, hooks: &str, tgkill_hook: &str) {
+    let fixture = env.fixture(release, "default", "spinner");
+    let traced = trace_command(
+        env,
+        &["--syscall-hooks", hooks],
+        &fixture,
+        &SPINNER_ARGS,
+        &[],
+    );
+    let attached: Vec<&str> = traced.summary["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .filter(|p| p["attached"] == true)
+        .filter_map(|p| p["target"].as_str())
+        .collect();
+    assert!(attached.contains(&tgkill_hook), "{hooks}: {attached:?}");
+    let release = &format!("{release} ({hooks} syscall hooks)");
+    let asyncs = traced.count("async_preempt");
+    assert!(
+        asyncs >= 50,
+        "{release}: only {asyncs} async preemptions in 2 s"
+    );
+    assert_async_follows_sysmon_signal(&traced, release);
+    // signalM makes exactly one tgkill.
+    assert_eq!(
+        traced.count("signal_m"),
+        traced.count("tgkill"),
+        "{release}"
+    );
+    assert_nothing_lost(&traced, release);
+    let counts = traced.worker_counts();
+    assert_eq!(counts.len(), 4, "{release}");
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "{release}: a worker never ran: {counts:?}"
+    );
+    // The goroutines preempted are exactly the workers, by the ids they report.
+    let mut worker_goids = traced.worker_goids();
+    worker_goids.sort_unstable();
+    let mut preempted: Vec<u64> = traced
+        .in_window("async_preempt")
+        .map(|e| u64_of(e, "goid"))
+        .collect();
+    preempted.sort_unstable();
+    preempted.dedup();
+    assert_eq!(
+        preempted, worker_goids,
+        "{release}: preempted goroutine ids"
+    );
+    // Every asyncPreempt2 is followed, on its thread, by that goroutine's reschedule
+    // or park. (Cooperative preemptions can also occur: a request pending when a
+    // goroutine reaches any function prologue is served there.)
+    let p = &traced.summary["preemptions"];
+    assert_eq!(
+        u64_of(p, "async_reschedule") + u64_of(p, "async_park"),
+        asyncs,
+        "{release}: {p}"
+    );
 }
 
 #[test]

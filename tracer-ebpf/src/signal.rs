@@ -1,12 +1,13 @@
 //! The kernel's view of SIGURG: `tgkill` entry, signal generation (queued, or coalesced
 //! with one already pending) and delivery to the target thread.
 //!
-//! Every one of them comes from a raw tracepoint where the kernel has BTF, else from the
-//! classic tracepoint. A raw tracepoint's link detaches without the RCU waits a perf
+//! Generation and delivery come from raw tracepoints where the kernel has BTF, else from
+//! the classic tracepoints: a raw tracepoint's link detaches without the RCU waits a perf
 //! tracepoint's close pays under the kernel's `event_mutex` (measured on 6.18: 2 ms
 //! against 55 and 80 ms for the two `tgkill` syscall events). `tgkill` is a syscall
-//! event, so its raw form is `raw_syscalls`' `sys_enter`/`sys_exit`, which run for every
-//! syscall on the host and return at once unless it is `tgkill`. Classic field offsets
+//! event; its raw form, `raw_syscalls`' `sys_enter`/`sys_exit`, runs for every syscall on
+//! the host and costs each more than the syscall events do, so it is used only with
+//! `--syscall-hooks raw`. Classic field offsets
 //! come from tracefs `format` files and `task_struct.pid` from the kernel's BTF, through
 //! [`SETTINGS`].
 

@@ -123,11 +123,11 @@ pub struct Cli {
     #[arg(long, hide_short_help = true)]
     pub entry_probes: bool,
 
-    /// How `tgkill` is hooked. `classic` (default): its two syscall events, ~70 ns more
-    /// per syscall on the whole host while attached, and ~60 ms of RCU waits to detach.
-    /// `raw`: raw `sys_enter`/`sys_exit` filtered in BPF, detach in ~50 ms, but ~155 ns
-    /// more per syscall (both measured on 6.18; `cargo xtask bench --only detach`). Needs
-    /// kernel BTF; without it the syscall events are used.
+    /// How `tgkill` is hooked. `classic` (default): its two syscall events; every
+    /// syscall on the host costs ~65 ns more while attached, and detaching waits ~135 ms
+    /// for their RCU syncs. `raw`: raw `sys_enter`/`sys_exit` filtered in BPF; detach
+    /// takes ~50 ms in all, but every syscall costs ~150 ns more (measured on 6.18, 2
+    /// CPUs). Needs kernel BTF; without it the syscall events are used.
     #[arg(long, value_enum, default_value = "classic", value_name = "HOOKS")]
     pub syscall_hooks: SyscallHooks,
 

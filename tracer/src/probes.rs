@@ -357,8 +357,8 @@ pub struct ReleaseFacts {
     /// The kernel's BTF gave `task_struct.pid`: raw tracepoints for the signal events.
     pub raw_tracepoints: bool,
     /// `--syscall-hooks raw`: `tgkill` from raw `sys_enter`/`sys_exit` (where
-    /// `raw_tracepoints` holds). Detaches ~60 ms faster; costs every syscall on the host
-    /// more while attached (README, "Performance").
+    /// `raw_tracepoints` holds). Detaches ~65 ms faster; costs every syscall on the host
+    /// more while attached (README, "Limitations").
     pub raw_syscall_hooks: bool,
 }
 
