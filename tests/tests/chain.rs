@@ -9,12 +9,14 @@ use goprobe_integration::{
 
 const SPINNER_ARGS: [&str; 6] = ["-workers", "4", "-procs", "1", "-duration", "2s"];
 
-/// With each way of hooking `tgkill` (`--syscall-hooks`): the raw `sys_enter` program
-/// must see exactly the calls the syscall event sees, one per signalM.
+/// With each way of hooking `tgkill` (`--syscall-hooks`): recorded where it generates the
+/// signal (the default), at the syscall event, or at raw `sys_enter`, every way must see
+/// exactly one call per signalM.
 #[test]
 fn spinner_async_preemptions_follow_sysmon_sigurg() {
     let env = env();
     for (hooks, tgkill_hook) in [
+        ("none", "raw:signal_generate"),
         ("classic", "syscalls:sys_enter_tgkill"),
         ("raw", "raw:sys_enter"),
     ] {
@@ -35,14 +37,14 @@ fn spinner_chain(env: &Env, release: &str, hooks: &str, tgkill_hook: &str) {
         &SPINNER_ARGS,
         &[],
     );
-    let attached: Vec<&str> = traced.summary["probes"]
+    let sends: Vec<&str> = traced.summary["probes"]
         .as_array()
         .expect("probes")
         .iter()
-        .filter(|p| p["attached"] == true)
+        .filter(|p| p["attached"] == true && p["link"] == "SIGURG sent")
         .filter_map(|p| p["target"].as_str())
         .collect();
-    assert!(attached.contains(&tgkill_hook), "{hooks}: {attached:?}");
+    assert_eq!(sends, [tgkill_hook], "{hooks}: the tgkill hook");
     let release = &format!("{release} ({hooks} syscall hooks)");
     let asyncs = traced.count("async_preempt");
     assert!(
@@ -199,6 +201,7 @@ fn demo_exercises_every_attached_link() {
             (_, "runtime.preemptone") => "preempt_request",
             (_, "runtime.signalM") => "signal_m",
             (_, "syscalls:sys_enter_tgkill" | "raw:sys_enter") => "tgkill",
+            ("SIGURG sent", "raw:signal_generate" | "signal:signal_generate") => "tgkill",
             (_, "raw:signal_generate" | "signal:signal_generate") => "signal_generate",
             (_, "raw:signal_deliver" | "signal:signal_deliver") => "signal_deliver",
             (_, "runtime.doSigPreempt") => "do_sig_preempt",
@@ -206,7 +209,7 @@ fn demo_exercises_every_attached_link() {
             ("yield", "calls to runtime.goschedImpl") => "yield",
             (_, "calls to runtime.goschedImpl") => "gosched",
             (_, "runtime.preemptPark") => "preempt_park",
-            (_, "runtime.suspendG") => "suspend_g",
+            (_, "runtime.suspendG" | "calls to runtime.castogscanstatus") => "suspend_g",
             (_, "runtime.execute") => "execute",
             other => panic!("{release}: unexpected attached probe {other:?}"),
         };

@@ -155,6 +155,10 @@ pub struct Settings {
     /// Offset of `task_struct.pid` in this kernel, from its BTF: the raw `signal_generate`
     /// tracepoint reads the target thread from its `task` argument.
     pub task_pid: u32,
+    /// 1: the `signal_generate` programs also record the [`crate::EventKind::Tgkill`] of a
+    /// SIGURG whose sender is inside `tgkill` (`--syscall-hooks none`, the default, or
+    /// `exit`), so no `sys_enter` hook is needed; 0: a `sys_enter` hook records it.
+    pub tgkill_at_generate: u32,
     /// Field offsets of the classic tracepoints, from their tracefs `format` files.
     pub tracepoints: TracepointFields,
 }
@@ -184,7 +188,7 @@ pub struct TracepointFields {
 const _: () = {
     assert!(core::mem::size_of::<BinaryConfig>() == 56);
     assert!(core::mem::size_of::<TracedProcess>() == 8);
-    assert!(core::mem::size_of::<Settings>() == 52);
+    assert!(core::mem::size_of::<Settings>() == 56);
     assert!(core::mem::size_of::<TracepointFields>() == 44);
     assert!(Field::ALL.len() == FIELD_COUNT);
 };

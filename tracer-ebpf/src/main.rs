@@ -29,6 +29,7 @@ mod sysmon;
 
 use aya_ebpf::{
     EbpfContext, Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -38,6 +39,9 @@ use tracer_common::{
     BinaryConfig, EventHeader, EventKind, Field, KIND_COUNT, MAX_BINARIES, MAX_PROCESSES,
     OFFSET_UNKNOWN, STREAM_COUNT, Settings, Stream, TracedProcess, TracepointFields,
 };
+
+/// A ring this full (1/N of it holds unread records) wakes its reader.
+const WAKE_AT_FRACTION: u64 = 4;
 
 /// Default size of [`EVENTS`]; userspace sets it (`--ringbuf-kib`).
 const DEFAULT_CHAIN_BYTES: u32 = 1 << 20;
@@ -77,6 +81,7 @@ static SEQUENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(STREAM_COUNT, 
 static SETTINGS: Global<Settings> = Global::new(Settings {
     bulk: 0,
     task_pid: OFFSET_UNKNOWN,
+    tgkill_at_generate: 0,
     tracepoints: TracepointFields {
         tgkill_tgid: 16,
         tgkill_pid: 24,
@@ -130,13 +135,26 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
 }
 
 /// Copies `record` into its kind's ring buffer and counts it as submitted or lost.
+///
+/// Userspace reads the rings on a timer, so a record wakes it only once its ring is a
+/// quarter full (or for an exec, which `--all` acts on at once). The kernel's default
+/// wakes a reader that has caught up at every record: an `irq_work` on the traced thread,
+/// which cost more than the rest of the program (measured on 6.18 in a VM: 2-7 µs a
+/// record against under 1 µs).
 #[inline(always)]
 fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
     let ring = match kind.stream() {
         Stream::Chain => &EVENTS,
         Stream::Bulk => &BULK,
     };
-    match ring.output::<T>(record, 0) {
+    let filling = ring.query(BPF_RB_AVAIL_DATA as u64) * WAKE_AT_FRACTION
+        >= ring.query(BPF_RB_RING_SIZE as u64);
+    let flags = if filling || kind == EventKind::ProcessExec {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match ring.output::<T>(record, flags as u64) {
         Ok(()) => bump(&SUBMITTED, kind),
         Err(_) => {
             bump(&LOST, kind);

@@ -4,12 +4,21 @@
 //! Generation and delivery come from raw tracepoints where the kernel has BTF, else from
 //! the classic tracepoints: a raw tracepoint's link detaches without the RCU waits a perf
 //! tracepoint's close pays under the kernel's `event_mutex` (measured on 6.18: 2 ms
-//! against 55 and 80 ms for the two `tgkill` syscall events). `tgkill` is a syscall
-//! event; its raw form, `raw_syscalls`' `sys_enter`/`sys_exit`, runs for every syscall on
-//! the host and costs each more than the syscall events do, so it is used only with
-//! `--syscall-hooks raw`. Classic field offsets
-//! come from tracefs `format` files and `task_struct.pid` from the kernel's BTF, through
-//! [`SETTINGS`].
+//! against 55 and 80 ms for the two `tgkill` syscall events, one after the other).
+//!
+//! `tgkill` is hooked one of four ways (`--syscall-hooks`). A syscall event, once enabled,
+//! sends every syscall on the host through the kernel's slow path, so the default hooks none:
+//! - `none` (default): a call that succeeds reaches `signal_generate` in the sender's
+//!   context, which records its [`Tgkill`] from the sender's saved registers just before
+//!   the generation. A call that fails leaves no record; userspace infers it.
+//! - `exit`: `sys_exit_tgkill` too, for the errno of failures (one perf close on detach).
+//! - `classic`: `sys_enter_tgkill` and `sys_exit_tgkill` (every call as it enters, SIGURGs
+//!   sent from outside a traced process included).
+//! - `raw`: `raw_syscalls`' `sys_enter`/`sys_exit`, which run for every syscall on the
+//!   host and cost each more than the syscall events do.
+//!
+//! Classic field offsets come from tracefs `format` files and `task_struct.pid` from the
+//! kernel's BTF, through [`SETTINGS`].
 
 use aya_ebpf::{
     EbpfContext,
@@ -201,12 +210,14 @@ fn try_raw_signal_generate(ctx: &RawTracePointContext) -> Option<()> {
     // SAFETY: bpf_probe_read_kernel fails instead of faulting.
     let target_tid =
         unsafe { bpf_probe_read_kernel((task + task_pid as u64) as *const i32) }.unwrap_or(0);
+    let code = siginfo_code(ctx.arg::<u64>(1));
+    tgkill_at_generate(ctx, code);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
         header: header(ctx, kind),
         target_tid: target_tid as u32,
         sig,
-        code: siginfo_code(ctx.arg::<u64>(1)),
+        code,
         group: ctx.arg::<u64>(3) as u32,
         result: ctx.arg::<u64>(4) as u32,
         _pad: 0,
@@ -226,6 +237,32 @@ pub fn raw_signal_deliver(ctx: RawTracePointContext) -> u32 {
     0
 }
 
+/// `si_code` of a signal sent by `tkill`/`tgkill`.
+const SI_TKILL: i32 = -6;
+
+/// `--syscall-hooks none` or `exit`: a SIGURG generated (`code` SI_TKILL) while its traced sender
+/// is in `tgkill` is that call's [`Tgkill`], recorded before the generation it causes;
+/// the arguments are still in the sender's saved user registers. Calls refused before
+/// generation show only at `sys_exit_tgkill`.
+#[inline(always)]
+fn tgkill_at_generate<C: EbpfContext>(ctx: &C, code: i32) {
+    if code != SI_TKILL || SETTINGS.load().tgkill_at_generate == 0 {
+        return;
+    }
+    let Some(regs) = user_regs() else {
+        return;
+    };
+    // SAFETY: bpf_probe_read_kernel fails instead of faulting.
+    let nr = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) }.unwrap_or(0);
+    if nr != NR_TGKILL {
+        return;
+    }
+    let (target_tgid, target_tid, sig) = syscall_args3(regs);
+    if sig == SIGURG {
+        submit_tgkill(ctx, target_tgid, target_tid, sig);
+    }
+}
+
 /// The classic `signal/signal_generate` tracepoint (kernels without BTF).
 #[tracepoint]
 pub fn tp_signal_generate(ctx: TracePointContext) -> u32 {
@@ -242,12 +279,14 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let read = |offset: u32| unsafe { ctx.read_at::<i32>(offset as usize) }.unwrap_or(0);
+    let code = read(fields.generate_code);
+    tgkill_at_generate(ctx, code);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
         header: header(ctx, kind),
         target_tid: read(fields.generate_pid) as u32,
         sig,
-        code: read(fields.generate_code),
+        code,
         group: read(fields.generate_group) as u32,
         result: read(fields.generate_result) as u32,
         _pad: 0,

@@ -123,12 +123,16 @@ pub struct Cli {
     #[arg(long, hide_short_help = true)]
     pub entry_probes: bool,
 
-    /// How `tgkill` is hooked. `classic` (default): its two syscall events; every
-    /// syscall on the host costs ~65 ns more while attached, and detaching waits ~135 ms
-    /// for their RCU syncs. `raw`: raw `sys_enter`/`sys_exit` filtered in BPF; detach
-    /// takes ~50 ms in all, but every syscall costs ~150 ns more (measured on 6.18, 2
-    /// CPUs). Needs kernel BTF; without it the syscall events are used.
-    #[arg(long, value_enum, default_value = "classic", value_name = "HOOKS")]
+    /// How `tgkill` is hooked. `none` (default): no syscall hook; a call that succeeds is
+    /// recorded where it generates the signal, one that fails is inferred (a signalM whose
+    /// thread generates no signal), errno unknown. `exit`: its exit event too, for the
+    /// errno of failed calls (`goprobe verify` uses it); every syscall on the host costs
+    /// ~15 ns more while attached and detaching waits ~35 ms more. `classic`: its entry
+    /// event too (~22 ns per syscall, detach ~135 ms; SIGURGs sent into a traced process
+    /// from outside are seen). `raw`: raw `sys_enter`/`sys_exit` filtered in BPF (~140 ns
+    /// per syscall, detach ~55 ms). Measured on 6.18, 2 CPUs (`cargo xtask bench`). `raw`
+    /// needs kernel BTF; without it the syscall events are used.
+    #[arg(long, value_enum, default_value = "none", value_name = "HOOKS")]
     pub syscall_hooks: SyscallHooks,
 
     /// Serve Prometheus metrics at http://ADDR/metrics while tracing (e.g.
@@ -159,12 +163,7 @@ pub struct Cli {
     pub command: Vec<String>,
 }
 
-/// `--syscall-hooks`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SyscallHooks {
-    Classic,
-    Raw,
-}
+pub use crate::probes::SyscallHooks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {

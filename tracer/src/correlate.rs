@@ -91,6 +91,11 @@ struct ThreadState {
     /// A request this thread just made (`preemptone`) whose `signalM` would come next:
     /// the target thread of the open attempt.
     awaiting_signal: Option<u32>,
+    /// The target thread of this thread's last `signalM`, until its `tgkill` (or the
+    /// failure of it) is seen: `signalM` calls `tgkill` at once, so any other record from
+    /// this thread first means the call failed without a trace (`--syscall-hooks none`
+    /// records a call only where it generates a signal).
+    sending_signal: Option<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -205,6 +210,7 @@ impl Correlator {
             self.resolve_decision_on_thread(event);
         }
         self.resolve_awaiting_signal(event);
+        self.resolve_sending_signal(event);
         let meaning = match &event.data {
             EventData::SysmonTick { .. } => {
                 if let Some((tid, prev)) = self.last_tick
@@ -225,10 +231,12 @@ impl Correlator {
                 Meaning::None
             }
             EventData::Tgkill { target_tid, .. } => {
+                self.thread(event.tid).sending_signal = None;
                 self.on_tgkill(event, *target_tid);
                 Meaning::None
             }
             EventData::TgkillFailed { target_tid, .. } => {
+                self.thread(event.tid).sending_signal = None;
                 self.on_tgkill_failed(*target_tid);
                 Meaning::None
             }
@@ -361,6 +369,7 @@ impl Correlator {
         };
         let awaited = self.thread(event.tid).awaiting_signal.take();
         let target = m_tid.or(awaited);
+        self.thread(event.tid).sending_signal = target;
         // The request this thread just made, for this M: same attempt.
         if let (Some(target), Some(awaited)) = (target, awaited)
             && target == awaited
@@ -516,16 +525,18 @@ impl Correlator {
                 if g_status == Some(G_RUNNING)
                     && let Some(goid) = goid
                 {
-                    self.next_id += 1;
-                    self.tag = Some(self.next_id);
-                    self.suspends.insert(
-                        goid,
-                        PendingSuspend {
-                            id: self.next_id,
-                            ts: event.ts_ns,
-                            requester_tid: event.tid,
-                        },
-                    );
+                    // suspendG asks again when the goroutine moved to another M before
+                    // stopping: the same request, timed from the first ask.
+                    let next_id = self.next_id + 1;
+                    let pending = self.suspends.entry(goid).or_insert(PendingSuspend {
+                        id: next_id,
+                        ts: event.ts_ns,
+                        requester_tid: event.tid,
+                    });
+                    self.tag = Some(pending.id);
+                    if pending.id == next_id {
+                        self.next_id = next_id;
+                    }
                 }
                 Meaning::None
             }
@@ -753,6 +764,27 @@ impl Correlator {
         {
             self.close(attempt, outcome);
         }
+    }
+
+    /// A `signalM` of this thread not followed by its `tgkill`: the call failed (errno
+    /// unknown), and the attempt ends there.
+    fn resolve_sending_signal(&mut self, event: &Event) {
+        if matches!(
+            event.kind,
+            EventKind::SignalM | EventKind::Tgkill | EventKind::TgkillFailed
+        ) {
+            return;
+        }
+        let Some(target) = self
+            .threads
+            .get_mut(&event.tid)
+            .and_then(|thread| thread.sending_signal.take())
+        else {
+            return;
+        };
+        let tag = self.tag;
+        self.on_tgkill_failed(target);
+        self.tag = tag;
     }
 
     fn thread(&mut self, tid: u32) -> &mut ThreadState {

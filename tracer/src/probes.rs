@@ -16,7 +16,7 @@ use tracer_common::{EventKind, names::programs};
 use crate::{
     chain::Link,
     gobin::{Function, GoBinary, GoVersion},
-    placement,
+    placement::{self, ConstArg},
     summary::ProbeLine,
 };
 
@@ -34,6 +34,12 @@ pub enum ProbeTarget {
     Calls {
         callee: &'static str,
         callers: &'static [&'static str],
+        /// Only the calls whose argument register is loaded with this constant just
+        /// before: which of a caller's several calls to `callee` the probe is for.
+        arg: Option<ConstArg>,
+        /// Where to probe when this release makes no such call (inlined differently): a
+        /// function's entry, whose hook filters what the call site would have.
+        entry_fallback: Option<&'static str>,
     },
     Tracepoint {
         category: &'static str,
@@ -78,8 +84,42 @@ pub enum Condition {
     ClassicTracepoints,
     /// `tgkill` from raw `sys_enter`/`sys_exit` (`--syscall-hooks raw`, with BTF).
     RawSyscalls,
-    /// `tgkill` from its syscall events (the default).
-    ClassicSyscalls,
+    /// `sys_enter_tgkill` (`--syscall-hooks classic`).
+    SyscallEntryEvent,
+    /// `sys_exit_tgkill` (`--syscall-hooks exit` or `classic`).
+    SyscallExitEvent,
+    /// A successful `tgkill` recorded at the raw `signal_generate` (`--syscall-hooks none`,
+    /// the default, or `exit`; with BTF).
+    TgkillAtRawGenerate,
+    /// The same at the classic `signal_generate` (no BTF).
+    TgkillAtClassicGenerate,
+}
+
+/// How `tgkill` is hooked (`--syscall-hooks`). A syscall event, once enabled, makes every
+/// syscall on the host take the kernel's slow path, and its perf link waits for RCU on
+/// close: the default hooks none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHooks {
+    /// No syscall hook: a call that succeeds is recorded where it generates the signal; one
+    /// that fails is inferred (a `signalM` whose thread generates no signal), errno unknown.
+    #[default]
+    None,
+    /// `sys_exit_tgkill` too, for the errno of failed calls (`goprobe verify` uses it).
+    Exit,
+    /// `sys_enter_tgkill` too: every call as it enters, SIGURGs sent into a traced
+    /// process from outside included.
+    Classic,
+    /// Raw `sys_enter`/`sys_exit` filtered in BPF (needs kernel BTF; without it,
+    /// `classic`).
+    Raw,
+}
+
+impl SyscallHooks {
+    /// A successful `tgkill` is recorded at the `signal_generate` it causes, from the
+    /// sender's saved registers, instead of at its syscall entry.
+    pub fn tgkill_at_generate(self) -> bool {
+        matches!(self, SyscallHooks::None | SyscallHooks::Exit)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +174,9 @@ const PREEMPTION_CALLERS: &[&str] = &[
     "runtime.asyncPreempt2",
     "runtime.asyncPreempt2.func1",
 ];
+/// `_Gscan | _Grunning` in `g.atomicstatus` (stable since Go 1.0).
+const G_SCANRUNNING: u64 = 0x1002;
+
 /// Where `runtime.Gosched` reaches it: voluntary yields.
 const YIELD_CALLERS: &[&str] = &["runtime.gosched_m", "runtime.goschedguarded_m"];
 
@@ -183,7 +226,19 @@ pub const PROBES: &[ProbeSpec] = &[
         kind: EventKind::SuspendG,
         program: programs::GO_RUNTIME,
         link: Some(Link::Request),
-        target: go("runtime.suspendG"),
+        // The GC calls `suspendG` for every goroutine of every cycle (27 000 calls a second
+        // in an HTTP server under load); only the `_Grunning` case, which claims the
+        // goroutine with `castogscanstatus(gp, _Grunning, _Gscanrunning)`, preempts. That
+        // call (`MOVL $0x1002, CX` before it in 1.21-1.27) is probed, else the entry.
+        target: ProbeTarget::Calls {
+            callee: "runtime.castogscanstatus",
+            callers: &["runtime.suspendG"],
+            arg: Some(ConstArg {
+                register: placement::ArgRegister::Rcx,
+                value: G_SCANRUNNING,
+            }),
+            entry_fallback: Some("runtime.suspendG"),
+        },
         requirement: Requirement::Required,
         condition: Condition::Always,
         observes: "the GC asking a running goroutine to stop for a stack scan",
@@ -196,6 +251,29 @@ pub const PROBES: &[ProbeSpec] = &[
         requirement: Requirement::Required,
         condition: Condition::SlicesRequested,
         observes: "a goroutine starting to run (run slices)",
+    },
+    ProbeSpec {
+        kind: EventKind::Tgkill,
+        program: programs::RAW_SIGNAL_GENERATE,
+        link: Some(Link::Tgkill),
+        target: ProbeTarget::RawTracepoint {
+            name: "signal_generate",
+        },
+        requirement: Requirement::Required,
+        condition: Condition::TgkillAtRawGenerate,
+        observes: "tgkill(SIGURG) that generates the signal: sender and target thread",
+    },
+    ProbeSpec {
+        kind: EventKind::Tgkill,
+        program: programs::TP_SIGNAL_GENERATE,
+        link: Some(Link::Tgkill),
+        target: ProbeTarget::Tracepoint {
+            category: "signal",
+            name: "signal_generate",
+        },
+        requirement: Requirement::Required,
+        condition: Condition::TgkillAtClassicGenerate,
+        observes: "tgkill(SIGURG) that generates the signal: sender and target thread",
     },
     ProbeSpec {
         kind: EventKind::Tgkill,
@@ -215,7 +293,7 @@ pub const PROBES: &[ProbeSpec] = &[
             name: "sys_enter_tgkill",
         },
         requirement: Requirement::Required,
-        condition: Condition::ClassicSyscalls,
+        condition: Condition::SyscallEntryEvent,
         observes: "tgkill(SIGURG): sender and target thread",
     },
     ProbeSpec {
@@ -236,7 +314,7 @@ pub const PROBES: &[ProbeSpec] = &[
             name: "sys_exit_tgkill",
         },
         requirement: Requirement::Required,
-        condition: Condition::ClassicSyscalls,
+        condition: Condition::SyscallExitEvent,
         observes: "tgkill(SIGURG) failing, and its errno (seccomp refusals included)",
     },
     ProbeSpec {
@@ -313,6 +391,8 @@ pub const PROBES: &[ProbeSpec] = &[
         target: ProbeTarget::Calls {
             callee: "runtime.goschedImpl",
             callers: PREEMPTION_CALLERS,
+            arg: None,
+            entry_fallback: Some("runtime.goschedImpl"),
         },
         requirement: Requirement::Required,
         condition: Condition::Always,
@@ -325,6 +405,8 @@ pub const PROBES: &[ProbeSpec] = &[
         target: ProbeTarget::Calls {
             callee: "runtime.goschedImpl",
             callers: YIELD_CALLERS,
+            arg: None,
+            entry_fallback: None,
         },
         requirement: Requirement::Required,
         condition: Condition::YieldsRequested,
@@ -356,15 +438,23 @@ pub struct ReleaseFacts {
     pub yields: bool,
     /// The kernel's BTF gave `task_struct.pid`: raw tracepoints for the signal events.
     pub raw_tracepoints: bool,
-    /// `--syscall-hooks raw`: `tgkill` from raw `sys_enter`/`sys_exit` (where
-    /// `raw_tracepoints` holds). Detaches ~65 ms faster; costs every syscall on the host
-    /// more while attached (README, "Limitations").
-    pub raw_syscall_hooks: bool,
+    /// `--syscall-hooks`, as asked (README, "Limitations": detach time against the cost
+    /// of every syscall on the host).
+    pub syscall_hooks: SyscallHooks,
 }
 
 impl ReleaseFacts {
-    fn raw_syscalls(&self) -> bool {
-        self.raw_syscall_hooks && self.raw_tracepoints
+    /// The hooks used: raw ones need BTF, else the syscall events.
+    pub fn syscall_hooks(&self) -> SyscallHooks {
+        match self.syscall_hooks {
+            SyscallHooks::Raw if !self.raw_tracepoints => SyscallHooks::Classic,
+            hooks => hooks,
+        }
+    }
+
+    /// A successful `tgkill` is recorded at the `signal_generate` it causes.
+    pub fn tgkill_at_generate(&self) -> bool {
+        self.syscall_hooks().tgkill_at_generate()
     }
 
     pub fn for_version(version: &GoVersion) -> ReleaseFacts {
@@ -374,7 +464,7 @@ impl ReleaseFacts {
             slices: false,
             yields: false,
             raw_tracepoints: true,
-            raw_syscall_hooks: false,
+            syscall_hooks: SyscallHooks::None,
         }
     }
 
@@ -385,8 +475,16 @@ impl ReleaseFacts {
             Condition::YieldsRequested => self.yields || self.slices,
             Condition::RawTracepoints => self.raw_tracepoints,
             Condition::ClassicTracepoints => !self.raw_tracepoints,
-            Condition::RawSyscalls => self.raw_syscalls(),
-            Condition::ClassicSyscalls => !self.raw_syscalls(),
+            Condition::RawSyscalls => self.syscall_hooks() == SyscallHooks::Raw,
+            Condition::SyscallEntryEvent => self.syscall_hooks() == SyscallHooks::Classic,
+            Condition::SyscallExitEvent => matches!(
+                self.syscall_hooks(),
+                SyscallHooks::Exit | SyscallHooks::Classic
+            ),
+            Condition::TgkillAtRawGenerate => self.tgkill_at_generate() && self.raw_tracepoints,
+            Condition::TgkillAtClassicGenerate => {
+                self.tgkill_at_generate() && !self.raw_tracepoints
+            }
         }
     }
 }
@@ -473,9 +571,15 @@ pub fn plan(binary: &GoBinary, facts: ReleaseFacts) -> Result<Vec<PlannedProbe>,
     for spec in PROBES {
         match spec.target {
             ProbeTarget::Function { function, .. } => names.push(function),
-            ProbeTarget::Calls { callee, callers } => {
+            ProbeTarget::Calls {
+                callee,
+                callers,
+                entry_fallback,
+                ..
+            } => {
                 names.push(callee);
                 names.extend_from_slice(callers);
+                names.extend(entry_fallback);
             }
             ProbeTarget::Tracepoint { .. } | ProbeTarget::RawTracepoint { .. } => {}
         }
@@ -517,11 +621,29 @@ fn plan_one(
             Condition::SlicesRequested => "run slices not requested (--slices)",
             Condition::YieldsRequested => "yields not requested (--yields)",
             Condition::RawTracepoints => "no kernel BTF: the classic tracepoint instead",
-            Condition::RawSyscalls if facts.raw_syscall_hooks => {
-                "no kernel BTF: the syscall event instead"
+            Condition::RawSyscalls if facts.syscall_hooks == SyscallHooks::Raw => {
+                "no kernel BTF: the syscall events instead"
             }
-            Condition::RawSyscalls => "the syscall event (the default; --syscall-hooks raw)",
-            Condition::ClassicSyscalls => "raw sys_enter/sys_exit instead (--syscall-hooks raw)",
+            Condition::RawSyscalls => "not asked (--syscall-hooks raw)",
+            Condition::SyscallEntryEvent if facts.syscall_hooks() == SyscallHooks::Raw => {
+                "raw sys_enter/sys_exit instead (--syscall-hooks raw)"
+            }
+            Condition::SyscallEntryEvent => {
+                "tgkill is recorded where it generates the signal (--syscall-hooks classic \
+                 hooks its entry)"
+            }
+            Condition::SyscallExitEvent if facts.syscall_hooks() == SyscallHooks::Raw => {
+                "raw sys_exit instead (--syscall-hooks raw)"
+            }
+            Condition::SyscallExitEvent => {
+                "a failed tgkill is inferred, errno unknown (--syscall-hooks exit hooks it)"
+            }
+            Condition::TgkillAtRawGenerate | Condition::TgkillAtClassicGenerate
+                if !facts.tgkill_at_generate() =>
+            {
+                "tgkill hooked at its syscall entry (--syscall-hooks)"
+            }
+            Condition::TgkillAtRawGenerate => "no kernel BTF: the classic tracepoint instead",
             _ => "the raw tracepoint instead",
         };
         return Ok(PlanStatus::NotApplicable {
@@ -557,31 +679,44 @@ fn plan_one(
                 placements: vec![place(binary, &function, facts.at_entry)?],
             })
         }
-        ProbeTarget::Calls { callee, callers } => {
+        ProbeTarget::Calls {
+            callee,
+            callers,
+            arg,
+            entry_fallback,
+        } => {
             let Some(target) = pick_function(lookup(callee), false) else {
                 return Ok(absent());
             };
             let mut placements = Vec::new();
             for caller in callers {
                 for function in lookup(caller) {
-                    placements.extend(calls_in(binary, &function, &target)?);
+                    placements.extend(calls_in(binary, &function, &target, arg)?);
                 }
             }
             if !placements.is_empty() {
                 return Ok(PlanStatus::Uprobe { placements });
             }
             // No call site where this release makes them (a newer release inlining
-            // differently): the callee's entry, where the kernel side tells the calls
-            // apart by `preempted` (Go 1.22+). Go 1.21 has no such argument.
-            if spec.kind == EventKind::GoschedImpl && facts.gosched_has_preempted_arg {
-                let mut at_entry = place(binary, &target, facts.at_entry)?;
-                at_entry.reason = "entry (no call on the preemption path found); \
-                                   `preempted` tells preemptions from yields";
-                return Ok(PlanStatus::Uprobe {
-                    placements: vec![at_entry],
-                });
-            }
-            Ok(absent())
+            // differently): a function's entry, whose hook filters what the call site
+            // would have. `goschedImpl`'s entry tells preemptions from yields by
+            // `preempted` (Go 1.22+); Go 1.21 has no such argument.
+            let usable = entry_fallback
+                .filter(|_| spec.kind != EventKind::GoschedImpl || facts.gosched_has_preempted_arg);
+            let Some(function) = usable.and_then(|name| pick_function(lookup(name), false)) else {
+                return Ok(absent());
+            };
+            let mut at_entry = place(binary, &function, facts.at_entry)?;
+            at_entry.reason = match spec.kind {
+                EventKind::GoschedImpl => {
+                    "entry (no call on the preemption path found); `preempted` tells \
+                     preemptions from yields"
+                }
+                _ => "entry (no such call found); the hook filters",
+            };
+            Ok(PlanStatus::Uprobe {
+                placements: vec![at_entry],
+            })
         }
     }
 }
@@ -591,11 +726,12 @@ fn calls_in(
     binary: &GoBinary,
     function: &Function,
     target: &Function,
+    arg: Option<ConstArg>,
 ) -> Result<Vec<Placement>, PlanError> {
     let Some(code) = binary.read_code(function.entry, function.size() as usize) else {
         return Ok(Vec::new());
     };
-    placement::call_sites(code, function.entry, target.entry)
+    placement::call_sites(code, function.entry, target.entry, arg)
         .into_iter()
         .map(|offset| {
             let vaddr = function.entry + offset;
@@ -851,6 +987,8 @@ mod tests {
         let calls = ProbeTarget::Calls {
             callee: "runtime.goschedImpl",
             callers: YIELD_CALLERS,
+            arg: None,
+            entry_fallback: None,
         };
         assert_eq!(format!("{uprobe:<16}|"), "runtime.retake  |");
         assert_eq!(format!("{tracepoint:<22}|"), "signal:signal_deliver |");

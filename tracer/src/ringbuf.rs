@@ -10,11 +10,12 @@
 //! watermark. The rest waits for the next cycle: anything a thread wrote before it is in
 //! a ring by then.
 //!
-//! Wake-ups: the kernel wakes the reader when a record is committed while the reader has
-//! consumed everything before it. A reader that always catches up is woken once per
-//! record — at 250 000 records/s that was most of goprobe's CPU time, and the wake-up work
-//! (`irq_work`) runs on the traced program's threads. After a busy cycle the reader pauses
-//! for [`BUSY_PAUSE`], so records accumulate without wake-ups and are read in bulk.
+//! Wake-ups: the kernel side asks for none while a ring is less than a quarter full (an
+//! exec record excepted), so the reader polls the rings on a timer: every [`POLL_MIN`]
+//! while records come, backing off to [`POLL_MAX`] while none do. A wake-up is an
+//! `irq_work` on the traced program's thread, which cost more than the probe's own program
+//! when the reader, always caught up, was woken at every record. After a busy cycle the
+//! reader also pauses for [`BUSY_PAUSE`], so records are read in bulk.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -52,6 +53,10 @@ const IN_FLIGHT_NS: u64 = 1_000_000;
 /// When records wait for the watermark, the next cycle comes this soon even if no ring
 /// wakes the reader.
 const HOLD_RETRY: Duration = Duration::from_millis(2);
+/// The poll interval while records come: how late a live line may be.
+const POLL_MIN: Duration = Duration::from_millis(10);
+/// The poll interval of an idle trace (doubling from [`POLL_MIN`]).
+const POLL_MAX: Duration = Duration::from_millis(160);
 
 /// Records go downstream in batches of at most this many: one channel hand-over (and at
 /// most one cross-thread wake-up) per batch, not per record.
@@ -77,10 +82,12 @@ pub async fn drain(
         );
     }
     let mut held: VecDeque<Record> = VecDeque::new();
+    let mut poll = POLL_MIN;
     loop {
         if *stop.borrow() {
             break;
         }
+        let next_cycle = if held.is_empty() { poll } else { HOLD_RETRY };
         let ready = async {
             let waits = fds.iter().map(|fd| Box::pin(fd.readable()));
             let (guard, _, _) = futures_select_all(waits).await;
@@ -88,7 +95,7 @@ pub async fn drain(
         };
         tokio::select! {
             ready = ready => { ready?; }
-            _ = tokio::time::sleep(HOLD_RETRY), if !held.is_empty() => {}
+            _ = tokio::time::sleep(next_cycle) => {}
             changed = stop.changed() => {
                 if changed.is_err() {
                     break;
@@ -98,6 +105,11 @@ pub async fn drain(
         }
         let now = monotonic_ns().saturating_sub(IN_FLIGHT_NS);
         let (count, horizon) = read_some(&mut fds, &mut held, READ_PER_CYCLE);
+        poll = if count > 0 {
+            POLL_MIN
+        } else {
+            (poll * 2).min(POLL_MAX)
+        };
         let watermark = horizon.map_or(now, |horizon| horizon.min(now));
         if forward(&tx, &mut held, Some(watermark)).await.is_err() {
             return Ok(());

@@ -625,6 +625,31 @@ fn failed_tgkill_ends_the_attempt() {
     assert!(s.attempts().is_empty());
 }
 
+/// `--syscall-hooks none`: a failed call leaves no record, so the sender's next record
+/// after its `signalM` (here sysmon's next tick) is what ends the attempt as failed.
+#[test]
+fn tgkill_unseen_after_signal_m_is_a_failure() {
+    let mut s = Script::new();
+    s.request(M1, 18, Caller::Retake)
+        .signal_m(SYSMON, M1, 18, Caller::Preemptone);
+    assert!(
+        s.attempts().is_empty(),
+        "undecided until the sender moves on"
+    );
+    s.at(10_000_000).tick();
+    let attempts = s.attempts();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, Outcome::SignalFailed);
+    // With the tgkill seen, the sender's next record changes nothing.
+    s.at(20_000_000)
+        .request(M1, 19, Caller::Retake)
+        .signal_m(SYSMON, M1, 19, Caller::Preemptone)
+        .tgkill(SYSMON, M1)
+        .generate(SYSMON, M1, SignalResult::Delivered)
+        .tick();
+    assert!(s.attempts().is_empty());
+}
+
 #[test]
 fn signal_never_delivered_is_lost_when_the_next_one_comes() {
     let mut s = Script::new();

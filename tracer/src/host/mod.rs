@@ -33,6 +33,7 @@ impl KernelFacts {
         let settings = Settings {
             bulk: u32::from(bulk),
             task_pid: *task_pid.as_ref().unwrap_or(&OFFSET_UNKNOWN),
+            tgkill_at_generate: 0,
             tracepoints: tracefs::tracepoint_fields(tracefs)?,
         };
         Ok(KernelFacts { task_pid, settings })

@@ -221,16 +221,80 @@ fn shape_of(steps: &[Step]) -> Option<Shape> {
     }
 }
 
+/// A Go ABIInternal integer argument register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgRegister {
+    Rax,
+    Rbx,
+    Rcx,
+}
+
+impl ArgRegister {
+    /// The register and its narrower views (a write to any of them changes it).
+    fn views(self) -> [Register; 5] {
+        use Register::*;
+        match self {
+            ArgRegister::Rax => [RAX, EAX, AX, AL, AH],
+            ArgRegister::Rbx => [RBX, EBX, BX, BL, BH],
+            ArgRegister::Rcx => [RCX, ECX, CX, CL, CH],
+        }
+    }
+}
+
+/// An argument register loaded with a constant just before a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConstArg {
+    pub register: ArgRegister,
+    pub value: u64,
+}
+
+/// How far before a call its constant argument may be loaded (Go loads arguments right
+/// before the call).
+const ARG_LOAD_WINDOW: usize = 4;
+
 /// The direct `CALL`s to `callee` in the function whose bytes (from its entry) are `code`:
 /// their offsets from the entry. A uprobe on such a call sees the callee's arguments
 /// already in their registers, and the kernel emulates `CALL rel32` (no single-step).
-pub fn call_sites(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
-    decode(code, entry)
+/// With `arg`, only the calls whose register is loaded with that constant by one of the
+/// few instructions before, with no branch or other write of it in between.
+pub fn call_sites(code: &[u8], entry: u64, callee: u64, arg: Option<ConstArg>) -> Vec<u64> {
+    let insns = decode(code, entry);
+    insns
         .iter()
-        .filter(|i| is_direct(i, Mnemonic::Call) && i.branch_target() == Some(callee))
-        .filter(|i| kernel_handling(&code[(i.ip - entry) as usize..][..i.len]).is_emulated())
-        .map(|i| i.ip - entry)
+        .enumerate()
+        .filter(|(_, i)| is_direct(i, Mnemonic::Call) && i.branch_target() == Some(callee))
+        .filter(|(_, i)| kernel_handling(&code[(i.ip - entry) as usize..][..i.len]).is_emulated())
+        .filter(|(at, _)| arg.is_none_or(|arg| loads_constant(&insns[..*at], arg)))
+        .map(|(_, i)| i.ip - entry)
         .collect()
+}
+
+/// Whether the last instructions of `before` set `arg.register` to `arg.value`.
+fn loads_constant(before: &[Insn], arg: ConstArg) -> bool {
+    for i in before.iter().rev().take(ARG_LOAD_WINDOW) {
+        let ins = &i.instr;
+        if i.branch_target().is_some() || matches!(ins.mnemonic(), Mnemonic::Ret | Mnemonic::Jmp) {
+            return false;
+        }
+        if ins.op_count() == 0
+            || ins.op0_kind() != OpKind::Register
+            || !arg.register.views().contains(&ins.op0_register())
+        {
+            continue;
+        }
+        let immediate = matches!(
+            ins.op1_kind(),
+            OpKind::Immediate8
+                | OpKind::Immediate16
+                | OpKind::Immediate32
+                | OpKind::Immediate64
+                | OpKind::Immediate8to32
+                | OpKind::Immediate8to64
+                | OpKind::Immediate32to64
+        );
+        return ins.mnemonic() == Mnemonic::Mov && immediate && ins.immediate(1) == arg.value;
+    }
+    false
 }
 
 /// Where to put the uprobe for the function whose bytes (from its entry) are `code`.
@@ -411,9 +475,41 @@ mod tests {
         code.push(0xe8);
         code.extend(rel(10, ENTRY + 0x200));
         code.extend([0xff, 0xd0]);
-        assert_eq!(call_sites(&code, ENTRY, callee), vec![5]);
-        assert!(call_sites(&code, ENTRY, ENTRY + 0x300).is_empty());
-        assert!(call_sites(&[], ENTRY, callee).is_empty());
+        assert_eq!(call_sites(&code, ENTRY, callee, None), vec![5]);
+        assert!(call_sites(&code, ENTRY, ENTRY + 0x300, None).is_empty());
+        assert!(call_sites(&[], ENTRY, callee, None).is_empty());
+    }
+
+    /// suspendG's two calls to castogscanstatus (Go 1.21-1.27): `MOVL $0x2, BX; MOVL
+    /// $0x1002, CX; CALL` for a running goroutine, `ORL $0x1000, CX; MOVL R9, BX; CALL` for
+    /// the others. Only the first has CX = 0x1002.
+    #[test]
+    fn picks_the_call_by_its_constant_argument() {
+        let callee = ENTRY + 0x100;
+        let rel = |at: usize| {
+            let next = ENTRY + at as u64 + 5;
+            (callee.wrapping_sub(next) as u32).to_le_bytes()
+        };
+        let mut code = vec![0xbb, 0x02, 0, 0, 0, 0xb9, 0x02, 0x10, 0, 0, 0xe8];
+        code.extend(rel(10));
+        // ORL $0x1000, CX; MOVL R9, BX; CALL
+        code.extend([0x81, 0xc9, 0x00, 0x10, 0, 0, 0x44, 0x89, 0xcb, 0xe8]);
+        let second = code.len() - 1;
+        code.extend(rel(second));
+        assert_eq!(
+            call_sites(&code, ENTRY, callee, None),
+            vec![10, second as u64]
+        );
+        let running = ConstArg {
+            register: ArgRegister::Rcx,
+            value: 0x1002,
+        };
+        assert_eq!(call_sites(&code, ENTRY, callee, Some(running)), vec![10]);
+        let other = ConstArg {
+            register: ArgRegister::Rbx,
+            value: 0x1002,
+        };
+        assert!(call_sites(&code, ENTRY, callee, Some(other)).is_empty());
     }
 
     /// CMPQ SP, 16(R14); JBE +0x1d; PUSHQ BP; MOVQ SP, BP; SUBQ $0x30, SP; ...; stub

@@ -92,10 +92,11 @@ pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
         if preflight::ensure_tracefs()? {
             crate::diag!("goprobe: mounted tracefs at {}", preflight::TRACEFS);
         }
-        Some(
-            KernelFacts::read(preflight::TRACEFS.as_ref(), cli.wants_yields())
-                .context("reading tracepoint formats")?,
-        )
+        let mut facts = KernelFacts::read(preflight::TRACEFS.as_ref(), cli.wants_yields())
+            .context("reading tracepoint formats")?;
+        // Raw hooks without BTF fall back to both syscall events, as the plan does.
+        facts.settings.tgkill_at_generate = u32::from(cli.syscall_hooks.tgkill_at_generate());
+        Some(facts)
     };
     let plan = prepare(&cli, kernel.as_ref())?;
     let Some(kernel) = kernel else {
@@ -220,7 +221,7 @@ fn prepare_opened(
         yields: cli.yields,
         at_entry: cli.entry_probes,
         raw_tracepoints: kernel.is_none_or(KernelFacts::raw_tracepoints),
-        raw_syscall_hooks: cli.syscall_hooks == crate::cli::SyscallHooks::Raw,
+        syscall_hooks: cli.syscall_hooks,
         ..ReleaseFacts::for_version(&version)
     };
     let plan = probes::plan(&binary, facts)
@@ -484,8 +485,18 @@ impl Session {
             .attach_uprobes(attach_path, &points, pid)
             .map_err(detail)?;
         if self.tracepoints.is_none() {
-            let mut results = Vec::new();
+            let mut results: Vec<TracepointResult> = Vec::new();
             for planned in prepared.plan.iter().filter(|p| p.will_attach()) {
+                // A program observing two kinds (signal_generate records the tgkill that
+                // causes it) is attached once.
+                if let Some((_, _, done)) = results
+                    .iter()
+                    .find(|(program, _, _)| *program == planned.spec.program)
+                {
+                    let done = done.clone();
+                    results.push((planned.spec.program, planned.spec.kind, done));
+                    continue;
+                }
                 let result = match planned.spec.target {
                     probes::ProbeTarget::Tracepoint { category, name } => self
                         .tracer

@@ -30,9 +30,18 @@ impl Target {
 
 /// Traces the target for `--duration` (all output discarded) and judges it.
 pub async fn verify(args: &VerifyCli, target: Target) -> anyhow::Result<Report> {
-    let mut argv: Vec<String> = ["goprobe", "-q", "-o", "/dev/null", "-d"]
-        .map(String::from)
-        .into();
+    // `exit`: a refused tgkill's errno tells seccomp (EPERM) from a thread that exited.
+    let mut argv: Vec<String> = [
+        "goprobe",
+        "-q",
+        "--syscall-hooks",
+        "exit",
+        "-o",
+        "/dev/null",
+        "-d",
+    ]
+    .map(String::from)
+    .into();
     argv.push(args.duration.clone());
     match &target {
         Target::Pid(pid) => argv.extend(["--pid".to_string(), pid.to_string()]),
