@@ -159,6 +159,11 @@ pub struct Settings {
     /// SIGURG whose sender is inside `tgkill` (`--syscall-hooks none`, the default, or
     /// `exit`), so no `sys_enter` hook is needed; 0: a `sys_enter` hook records it.
     pub tgkill_at_generate: u32,
+    /// Unread bytes in [`crate::names::EVENTS`] / [`crate::names::BULK`] at which a record
+    /// wakes the reader (a quarter of each ring; set by the loader from the ring sizes).
+    /// Below, records are submitted without a wake-up and the reader polls on a timer.
+    pub chain_wake_bytes: u32,
+    pub bulk_wake_bytes: u32,
     /// Field offsets of the classic tracepoints, from their tracefs `format` files.
     pub tracepoints: TracepointFields,
 }
@@ -188,7 +193,7 @@ pub struct TracepointFields {
 const _: () = {
     assert!(core::mem::size_of::<BinaryConfig>() == 56);
     assert!(core::mem::size_of::<TracedProcess>() == 8);
-    assert!(core::mem::size_of::<Settings>() == 56);
+    assert!(core::mem::size_of::<Settings>() == 64);
     assert!(core::mem::size_of::<TracepointFields>() == 44);
     assert!(Field::ALL.len() == FIELD_COUNT);
 };

@@ -70,13 +70,7 @@ pub fn yield_(hit: &Hit) -> Option<()> {
     if SETTINGS.load().bulk == 0 {
         return None;
     }
-    record(
-        hit,
-        EventKind::Yield,
-        hit.regs.rax,
-        0,
-        goroutine_flags::PREEMPTED_KNOWN,
-    )
+    bulk_record(hit, EventKind::Yield, goroutine_flags::PREEMPTED_KNOWN)
 }
 
 /// `runtime.preemptPark(gp *g)`: `gp` in RAX.
@@ -115,7 +109,25 @@ const G_SCAN: u32 = 0x1000;
 /// M. Attached only for `--slices`; bulk ring.
 #[inline(always)]
 pub fn execute(hit: &Hit) -> Option<()> {
-    record(hit, EventKind::Execute, hit.regs.rax, 0, 0)
+    bulk_record(hit, EventKind::Execute, 0)
+}
+
+/// A [`GoroutineHook`] for the high-rate kinds (yields, `execute`, at millions a second):
+/// the goroutine at `gp` (RAX) by id only. Nothing downstream reads their status or
+/// preemption flags, and each read of Go memory costs the traced thread.
+#[inline(always)]
+fn bulk_record(hit: &Hit, kind: EventKind, flags: u32) -> Option<()> {
+    let g_addr = hit.regs.rax;
+    let record = GoroutineHook {
+        header: header(hit.ctx, kind),
+        g_addr,
+        goid: read_goid(hit.ctx, kind, hit.binary, g_addr),
+        pc: 0,
+        g_status: u32::MAX,
+        flags,
+    };
+    submit(hit.ctx, kind, &record);
+    Some(())
 }
 
 /// `g.sched.pc`: where the goroutine will resume. On the stack-check path `morestack`

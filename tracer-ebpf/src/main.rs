@@ -29,7 +29,7 @@ mod sysmon;
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -39,9 +39,6 @@ use tracer_common::{
     BinaryConfig, EventHeader, EventKind, Field, KIND_COUNT, MAX_BINARIES, MAX_PROCESSES,
     OFFSET_UNKNOWN, STREAM_COUNT, Settings, Stream, TracedProcess, TracepointFields,
 };
-
-/// A ring this full (1/N of it holds unread records) wakes its reader.
-const WAKE_AT_FRACTION: u64 = 4;
 
 /// Default size of [`EVENTS`]; userspace sets it (`--ringbuf-kib`).
 const DEFAULT_CHAIN_BYTES: u32 = 1 << 20;
@@ -82,6 +79,8 @@ static SETTINGS: Global<Settings> = Global::new(Settings {
     bulk: 0,
     task_pid: OFFSET_UNKNOWN,
     tgkill_at_generate: 0,
+    chain_wake_bytes: 0,
+    bulk_wake_bytes: 0,
     tracepoints: TracepointFields {
         tgkill_tgid: 16,
         tgkill_pid: 24,
@@ -134,6 +133,9 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
     }
 }
 
+/// How often (in records of a kind, per CPU) [`submit`] checks its ring's fill level.
+const WAKE_CHECK_EVERY: u64 = 16;
+
 /// Copies `record` into its kind's ring buffer and counts it as submitted or lost.
 ///
 /// Userspace reads the rings on a timer, so a record wakes it only once its ring is a
@@ -143,19 +145,28 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
 /// record against under 1 µs).
 #[inline(always)]
 fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
-    let ring = match kind.stream() {
-        Stream::Chain => &EVENTS,
-        Stream::Bulk => &BULK,
+    let settings = SETTINGS.load();
+    let (ring, wake_bytes) = match kind.stream() {
+        Stream::Chain => (&EVENTS, settings.chain_wake_bytes),
+        Stream::Bulk => (&BULK, settings.bulk_wake_bytes),
     };
-    let filling = ring.query(BPF_RB_AVAIL_DATA as u64) * WAKE_AT_FRACTION
-        >= ring.query(BPF_RB_RING_SIZE as u64);
+    let Some(submitted) = SUBMITTED.get_ptr_mut(kind as u32) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+    let count = unsafe { *submitted };
+    // The fill level is looked at every 16th record of a kind on a CPU: a ring a quarter
+    // full is then at most 16 records fuller before its reader is woken.
+    let filling = count % WAKE_CHECK_EVERY == 0
+        && ring.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(wake_bytes);
     let flags = if filling || kind == EventKind::ProcessExec {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     match ring.output::<T>(record, flags as u64) {
-        Ok(()) => bump(&SUBMITTED, kind),
+        // SAFETY: as above.
+        Ok(()) => unsafe { *submitted = count + 1 },
         Err(_) => {
             bump(&LOST, kind);
             debug!(

@@ -14,8 +14,8 @@
 //! exec record excepted), so the reader polls the rings on a timer: every [`POLL_MIN`]
 //! while records come, backing off to [`POLL_MAX`] while none do. A wake-up is an
 //! `irq_work` on the traced program's thread, which cost more than the probe's own program
-//! when the reader, always caught up, was woken at every record. After a busy cycle the
-//! reader also pauses for [`BUSY_PAUSE`], so records are read in bulk.
+//! when the reader, always caught up, was woken at every record. Each cycle reads what
+//! gathered since the last in bulk.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -44,17 +44,11 @@ impl Record {
     }
 }
 
-/// A cycle at least this large means the producer is busy.
-const BUSY_BATCH: usize = 32;
-/// Pause after a busy cycle: bounds wake-ups to ~1000/s, delays live output by as much.
-const BUSY_PAUSE: Duration = Duration::from_millis(1);
 /// How long a record may be timestamped before it is committed: a BPF program's run.
 const IN_FLIGHT_NS: u64 = 1_000_000;
-/// When records wait for the watermark, the next cycle comes this soon even if no ring
-/// wakes the reader.
-const HOLD_RETRY: Duration = Duration::from_millis(2);
-/// The poll interval while records come: how late a live line may be.
-const POLL_MIN: Duration = Duration::from_millis(10);
+/// The poll interval while records come: how late a live line may be. Each cycle wakes
+/// goprobe's threads; at 10 ms they cost more CPU than decoding 10 000 records/s.
+const POLL_MIN: Duration = Duration::from_millis(25);
 /// The poll interval of an idle trace (doubling from [`POLL_MIN`]).
 const POLL_MAX: Duration = Duration::from_millis(160);
 
@@ -87,7 +81,6 @@ pub async fn drain(
         if *stop.borrow() {
             break;
         }
-        let next_cycle = if held.is_empty() { poll } else { HOLD_RETRY };
         let ready = async {
             let waits = fds.iter().map(|fd| Box::pin(fd.readable()));
             let (guard, _, _) = futures_select_all(waits).await;
@@ -95,7 +88,8 @@ pub async fn drain(
         };
         tokio::select! {
             ready = ready => { ready?; }
-            _ = tokio::time::sleep(next_cycle) => {}
+            // Records held for the watermark go with the next cycle's.
+            _ = tokio::time::sleep(poll) => {}
             changed = stop.changed() => {
                 if changed.is_err() {
                     break;
@@ -113,10 +107,6 @@ pub async fn drain(
         let watermark = horizon.map_or(now, |horizon| horizon.min(now));
         if forward(&tx, &mut held, Some(watermark)).await.is_err() {
             return Ok(());
-        }
-        // Busy but caught up: let records gather. Behind (a ring still had more): no pause.
-        if count >= BUSY_BATCH && horizon.is_none() {
-            tokio::time::sleep(BUSY_PAUSE).await;
         }
     }
     // Whatever the kernel submitted before detach is still in the rings.

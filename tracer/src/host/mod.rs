@@ -34,6 +34,8 @@ impl KernelFacts {
             bulk: u32::from(bulk),
             task_pid: *task_pid.as_ref().unwrap_or(&OFFSET_UNKNOWN),
             tgkill_at_generate: 0,
+            chain_wake_bytes: 0,
+            bulk_wake_bytes: 0,
             tracepoints: tracefs::tracepoint_fields(tracefs)?,
         };
         Ok(KernelFacts { task_pid, settings })

@@ -120,6 +120,9 @@ pub struct RingSizes {
     pub bulk: u32,
 }
 
+/// A ring this full (1/N of it unread) wakes its reader; below, it polls.
+const WAKE_AT_FRACTION: u32 = 4;
+
 impl LoadedTracer {
     /// Loads the object with `settings` baked in, the ring buffers sized as given, and
     /// kernel-side logging at `log_level` (0: off). Loads `go_runtime` for uprobe_multi
@@ -129,8 +132,13 @@ impl LoadedTracer {
         rings: RingSizes,
         log_level: u8,
     ) -> Result<LoadedTracer, LoadError> {
+        let settings = Settings {
+            chain_wake_bytes: rings.chain / WAKE_AT_FRACTION,
+            bulk_wake_bytes: rings.bulk / WAKE_AT_FRACTION,
+            ..*settings
+        };
         let ebpf = EbpfLoader::new()
-            .override_global(names::SETTINGS, settings, true)
+            .override_global(names::SETTINGS, &settings, true)
             .override_global(AYA_LOG_LEVEL, &log_level, true)
             .map_max_entries(names::EVENTS, rings.chain)
             .map_max_entries(names::BULK, rings.bulk)

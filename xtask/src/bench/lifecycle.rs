@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     Context, Row,
-    runner::{start_tracer_n, wait_with_usage},
+    runner::{start_tracer_n, wait_for_file, wait_with_usage},
     table::{Goal, Unit},
     throughput::bpftrace_script,
 };
@@ -93,24 +93,22 @@ fn goprobe_once(goprobe: &Path, spinners: &Spinners) -> anyhow::Result<(f64, f64
 /// The bpftrace peer on one process: start to its BEGIN, SIGINT to exit.
 fn bpftrace_once(bpftrace: &Path, binary: &Path, pid: u32) -> anyhow::Result<(f64, f64)> {
     let output = std::env::temp_dir().join(format!("goprobe-bench-bt-{pid}.out"));
-    let _ = std::fs::remove_file(&output);
+    let ready = output.with_extension("ready");
+    let _ = std::fs::remove_file(&ready);
     let script = bpftrace_script(false)
         .replace("$PID", &pid.to_string())
-        .replace("$BIN", &binary.to_string_lossy());
+        .replace("$BIN", &binary.to_string_lossy())
+        .replace("$READY", &ready.to_string_lossy());
     let start = Instant::now();
     let mut child = Command::new(bpftrace)
-        .arg("-o")
+        .args(["--unsafe", "-o"])
         .arg(&output)
         .arg("-e")
         .arg(script)
         .stderr(Stdio::null())
         .spawn()?;
-    while !std::fs::read_to_string(&output).is_ok_and(|s| s.contains("ready")) {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("bpftrace did not start");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_file(&ready, Duration::from_secs(60), &mut child)?;
+    let _ = std::fs::remove_file(&ready);
     let to_attached = start.elapsed();
     std::thread::sleep(Duration::from_millis(1000));
     let stop = Instant::now();

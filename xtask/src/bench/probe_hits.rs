@@ -79,6 +79,7 @@ fn per_hit(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
         .map(|(run, base)| (1.0 / ops(run) - 1.0 / base) * 1e9)
         .collect();
     let median = |v: Vec<f64>| Stat::of(&v).map_or(f64::NAN, |s| s.median);
+    cx.per_hit_ns.set(Stat::of(&goprobe_ns).map(|s| s.median));
     let baseline = format!("untraced {} ops/s", si(median(bare)));
     Ok(vec![
         Row::new(

@@ -99,10 +99,51 @@ impl Run {
     }
 }
 
+/// CPUs to pin the workload and the tracer to (`taskset`), or neither.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pinning {
+    pub workload: Option<usize>,
+    pub tracer: Option<usize>,
+}
+
+impl Pinning {
+    /// The workload on the last CPU, the tracer on the first: what the program pays for
+    /// tracing is then only what runs on its own threads.
+    pub fn apart() -> Pinning {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Pinning {
+            workload: Some(cpus - 1),
+            tracer: Some(0),
+        }
+    }
+}
+
+/// `program` under `taskset -c cpu`, or as it is.
+fn pinned(program: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &cpu.to_string()]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Runs `fixture args` (which waits for SIGUSR1 once set up), traced by `tracer` from
 /// before the workload starts, and returns once fixture and tracer have ended.
 pub fn run(goprobe: &Path, fixture: &Path, args: &[&str], tracer: &Tracer) -> anyhow::Result<Run> {
-    let mut workload = Command::new(fixture)
+    run_pinned(goprobe, fixture, args, tracer, Pinning::default())
+}
+
+pub fn run_pinned(
+    goprobe: &Path,
+    fixture: &Path,
+    args: &[&str],
+    tracer: &Tracer,
+    pinning: Pinning,
+) -> anyhow::Result<Run> {
+    let mut workload = pinned(fixture, pinning.workload)
         .args(args)
         .env("GOPROBE_FIXTURE_TRIGGER", "signal")
         .stdout(Stdio::piped())
@@ -118,7 +159,11 @@ pub fn run(goprobe: &Path, fixture: &Path, args: &[&str], tracer: &Tracer) -> an
     let mut traced = match tracer {
         Tracer::None => None,
         Tracer::Goprobe { args, events } => {
-            let mut cmd = demo::privileged(goprobe);
+            let mut cmd = match pinning.tracer {
+                Some(_) if !crate::util::is_root() => bail!("pinning a tracer needs root"),
+                Some(cpu) => pinned(goprobe, Some(cpu)),
+                None => demo::privileged(goprobe),
+            };
             cmd.arg("--json");
             if !events {
                 cmd.arg("--quiet");
@@ -130,19 +175,30 @@ pub fn run(goprobe: &Path, fixture: &Path, args: &[&str], tracer: &Tracer) -> an
             Some(start_tracer(cmd, "attached")?)
         }
         Tracer::Bpftrace { bpftrace, script } => {
-            let mut cmd = Command::new(bpftrace);
-            cmd.arg("-o").arg(&output).arg("-e").arg(
-                script
-                    .replace("$PID", &pid.to_string())
-                    .replace("$BIN", &fixture.to_string_lossy()),
-            );
-            // bpftrace prints "Attaching N probes..." to its output file, then runs BEGIN:
-            // wait for the file to say so.
-            let child = cmd
-                .stderr(Stdio::null())
+            // BEGIN runs once every probe is attached; it says so through a file of its
+            // own, so the output keeps bpftrace's default (full) buffering.
+            let ready = output.with_extension("ready");
+            let _ = std::fs::remove_file(&ready);
+            let child = pinned(bpftrace, pinning.tracer)
+                .args(["--unsafe", "-o"])
+                .arg(&output)
+                .arg("-e")
+                .arg(
+                    script
+                        .replace("$PID", &pid.to_string())
+                        .replace("$BIN", &fixture.to_string_lossy())
+                        .replace("$READY", &ready.to_string_lossy()),
+                )
+                .stderr(Stdio::piped())
                 .spawn()
                 .context("starting bpftrace")?;
-            wait_for_file_line(&output, "ready", Duration::from_secs(60))?;
+            let mut child = child;
+            if let Err(err) = wait_for_file(&ready, Duration::from_secs(60), &mut child) {
+                let _ = child.kill();
+                let out = child.wait_with_output()?;
+                bail!("{err}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let _ = std::fs::remove_file(&ready);
             Some((child, Instant::now()))
         }
     };
@@ -226,15 +282,19 @@ pub fn start_tracer_n(
     Ok((child, Instant::now()))
 }
 
-fn wait_for_file_line(path: &Path, text: &str, limit: Duration) -> anyhow::Result<()> {
+/// Waits for bpftrace's BEGIN to create `path`, while `child` lives.
+pub fn wait_for_file(path: &Path, limit: Duration, child: &mut Child) -> anyhow::Result<()> {
     let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::fs::read_to_string(path).is_ok_and(|s| s.lines().any(|l| l.contains(text))) {
-            return Ok(());
+    while !path.exists() {
+        if start.elapsed() > limit {
+            bail!("bpftrace did not start within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = child.try_wait()? {
+            bail!("bpftrace exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    bail!("bpftrace did not start within {limit:?}")
+    Ok(())
 }
 
 pub fn wait_with_usage(child: &mut Child) -> anyhow::Result<(i32, Usage)> {
