@@ -141,7 +141,9 @@ pub const MAX_PROCESSES: u32 = 4096;
 pub struct TracedProcess {
     /// Index of its binary in [`crate::names::BINARIES`].
     pub binary: u32,
-    pub _pad: u32,
+    /// Index of its voluntary-yield counter in [`crate::names::YIELDS`] (a per-CPU array:
+    /// a yield costs an array index there, not a second hash lookup).
+    pub counter: u32,
 }
 
 /// Settings of the whole run, set as the [`crate::names::SETTINGS`] global before load.

@@ -10,9 +10,10 @@ pub const BULK: &str = "BULK";
 /// `HashMap<u32 host tgid, TracedProcess>`: the processes whose events are kept, each
 /// with its binary and its kernel-side counters.
 pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
-/// `PerCpuHashMap<u32 host tgid, u64>`: voluntary yields (`runtime.Gosched`) per process,
-/// counted in the kernel instead of sent one record each (a Gosched-heavy program makes
-/// millions a second). Only where yields are observed (`--yields`, `--slices`).
+/// `PerCpuArray<u64>` indexed by each traced process's `counter`: voluntary yields
+/// (`runtime.Gosched`) per process, counted in the kernel instead of sent one record each
+/// (a Gosched-heavy program makes millions a second). Only where yields are observed
+/// (`--yields`, `--slices`).
 pub const YIELDS: &str = "YIELDS";
 /// `Array<BinaryConfig>`: struct offsets and addresses of each traced binary.
 pub const BINARIES: &str = "BINARIES";

@@ -62,8 +62,7 @@ pub fn gosched_impl(hit: &Hit) -> Option<()> {
 /// yield. Counted per process; a bulk record only with `--slices`.
 #[inline(always)]
 pub fn yield_(hit: &Hit) -> Option<()> {
-    let tgid = aya_ebpf::EbpfContext::tgid(hit.ctx);
-    if let Some(count) = YIELDS.get_ptr_mut(tgid) {
+    if let Some(count) = YIELDS.get_ptr_mut(hit.process.counter) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU while we run.
         unsafe { *count += 1 };
     }
@@ -119,7 +118,7 @@ pub fn execute(hit: &Hit) -> Option<()> {
 fn bulk_record(hit: &Hit, kind: EventKind, flags: u32) -> Option<()> {
     let g_addr = hit.regs.rax;
     let record = GoroutineHook {
-        header: header(hit.ctx, kind),
+        header: header(kind),
         g_addr,
         goid: read_goid(hit.ctx, kind, hit.binary, g_addr),
         pc: 0,
@@ -155,7 +154,7 @@ fn record(hit: &Hit, kind: EventKind, g_addr: u64, pc: u64, flags: u32) -> Optio
         }
     }
     let record = GoroutineHook {
-        header: header(ctx, kind),
+        header: header(kind),
         g_addr,
         goid: read_goid(ctx, kind, binary, g_addr),
         pc,

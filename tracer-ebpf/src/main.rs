@@ -30,9 +30,11 @@ mod sysmon;
 use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
@@ -57,7 +59,7 @@ static BULK: RingBuf = RingBuf::with_byte_size(DEFAULT_BULK_BYTES, 0);
 static TRACED_TGIDS: HashMap<u32, TracedProcess> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 #[map]
-static YIELDS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_PROCESSES, 0);
+static YIELDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 #[map]
 static BINARIES: Array<BinaryConfig> = Array::with_max_entries(MAX_BINARIES, 0);
@@ -113,7 +115,7 @@ fn is_traced(tgid: u32) -> bool {
 /// The current task's header for a record of `kind`; takes the next number of this CPU's
 /// sequence for the kind's stream.
 #[inline(always)]
-fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
+fn header(kind: EventKind) -> EventHeader {
     let seq = match SEQUENCE.get_ptr_mut(kind.stream() as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
         Some(slot) => unsafe {
@@ -122,10 +124,12 @@ fn header<C: EbpfContext>(ctx: &C, kind: EventKind) -> EventHeader {
         },
         None => 0,
     };
+    // One helper call for both ids (`ctx.pid()` and `ctx.tgid()` would make two).
+    let pid_tgid = bpf_get_current_pid_tgid();
     EventHeader {
         kind: kind as u32,
-        tid: ctx.pid(),
-        tgid: ctx.tgid(),
+        tid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
         // SAFETY: helpers without preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() },
         ts_ns: unsafe { bpf_ktime_get_ns() },

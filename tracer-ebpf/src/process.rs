@@ -12,7 +12,7 @@ use crate::{header, submit};
 pub fn tp_sched_process_exec(ctx: TracePointContext) -> u32 {
     let kind = EventKind::ProcessExec;
     let record = ProcessExec {
-        header: header(&ctx, kind),
+        header: header(kind),
     };
     submit(&ctx, kind, &record);
     0

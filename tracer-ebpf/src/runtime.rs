@@ -9,7 +9,7 @@ use aya_ebpf::{
     EbpfContext, bindings::pt_regs, helpers::bpf_get_attach_cookie, macros::uprobe,
     programs::ProbeContext,
 };
-use tracer_common::{BinaryConfig, EventKind};
+use tracer_common::{BinaryConfig, EventKind, TracedProcess};
 
 use crate::{BINARIES, goroutine, sysmon, traced_process};
 
@@ -20,6 +20,7 @@ pub struct Hit<'a> {
     /// stack check: the argument registers, RSP, RBP and R14 are the entry's there).
     pub regs: &'a pt_regs,
     pub binary: &'a BinaryConfig,
+    pub process: &'a TracedProcess,
 }
 
 const SYSMON_TICK: u64 = EventKind::SysmonTick as u64;
@@ -46,7 +47,12 @@ fn try_go_runtime(ctx: &ProbeContext) -> Option<()> {
     let binary = BINARIES.get(process.binary)?;
     // SAFETY: uprobe context is the user pt_regs, readable by the program.
     let regs = unsafe { &*ctx.regs };
-    let hit = Hit { ctx, regs, binary };
+    let hit = Hit {
+        ctx,
+        regs,
+        binary,
+        process,
+    };
     // SAFETY: the helper reads the cookie of the link that fired.
     match unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } {
         SYSMON_TICK => sysmon::retake(&hit),

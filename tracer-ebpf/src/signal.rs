@@ -140,7 +140,7 @@ fn try_raw_tgkill_failed(ctx: &RawTracePointContext, ret: i64) -> Option<()> {
 fn submit_tgkill<C: EbpfContext>(ctx: &C, target_tgid: u32, target_tid: u32, sig: u32) {
     let kind = EventKind::Tgkill;
     let record = Tgkill {
-        header: header(ctx, kind),
+        header: header(kind),
         target_tgid,
         target_tid,
         sig,
@@ -158,7 +158,7 @@ fn submit_tgkill_failed<C: EbpfContext>(ctx: &C, (tgid, tid, sig): (u32, u32, u3
     }
     let kind = EventKind::TgkillFailed;
     let record = TgkillFailed {
-        header: header(ctx, kind),
+        header: header(kind),
         target_tgid: tgid,
         target_tid: tid,
         sig,
@@ -214,7 +214,7 @@ fn try_raw_signal_generate(ctx: &RawTracePointContext) -> Option<()> {
     tgkill_at_generate(ctx, code);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
-        header: header(ctx, kind),
+        header: header(kind),
         target_tid: target_tid as u32,
         sig,
         code,
@@ -283,7 +283,7 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
     tgkill_at_generate(ctx, code);
     let kind = EventKind::SignalGenerate;
     let record = SignalGenerate {
-        header: header(ctx, kind),
+        header: header(kind),
         target_tid: read(fields.generate_pid) as u32,
         sig,
         code,
@@ -314,7 +314,7 @@ fn deliver<C: EbpfContext>(ctx: &C, sig: u32, code: i32) {
     let kind = EventKind::SignalDeliver;
     let (user_pc, user_sp) = user_pc_sp();
     let record = SignalDeliver {
-        header: header(ctx, kind),
+        header: header(kind),
         user_pc,
         user_sp,
         sig,

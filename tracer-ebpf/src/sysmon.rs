@@ -14,7 +14,7 @@ use crate::{header, read_go, read_goid, read_user, runtime::Hit, submit};
 pub fn retake(hit: &Hit) -> Option<()> {
     let kind = EventKind::SysmonTick;
     let record = SysmonTick {
-        header: header(hit.ctx, kind),
+        header: header(kind),
         now_ns: hit.regs.rax as i64,
     };
     submit(hit.ctx, kind, &record);
@@ -30,7 +30,7 @@ pub fn preemptone(hit: &Hit) -> Option<()> {
     let m_addr = read_go::<u64, _>(ctx, kind, binary, p_addr, Field::PM).unwrap_or(0);
     let curg = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MCurg).unwrap_or(0);
     let record = PreemptRequest {
-        header: header(ctx, kind),
+        header: header(kind),
         p_addr,
         caller_pc: read_user(hit.regs.rsp).unwrap_or(0),
         schedwhen_ns: read_go::<i64, _>(ctx, kind, binary, p_addr, Field::PSysmontickSchedwhen)
@@ -68,7 +68,7 @@ fn m_record(hit: &Hit, kind: EventKind, sig: u32) -> Option<()> {
     let curg = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MCurg).unwrap_or(0);
     let p_addr = read_go::<u64, _>(ctx, kind, binary, m_addr, Field::MP).unwrap_or(0);
     let record = SignalM {
-        header: header(ctx, kind),
+        header: header(kind),
         m_addr,
         // The return address at `[RSP]`: valid anywhere before the `PUSHQ BP`.
         caller_pc: read_user(hit.regs.rsp).unwrap_or(0),

@@ -29,12 +29,20 @@ pub struct KernelsArgs {
     /// bookworm:6.1, bookworm (its newest: 6.12 from bookworm-security), trixie (6.12), …
     #[arg(long, value_delimiter = ',', default_value = "bookworm:6.1")]
     pub kernel: Vec<String>,
-    /// Integration test files (tests/tests/NAME.rs) to run in each guest.
+    /// Integration test files (tests/tests/NAME.rs) to run in each guest; `all` for every
+    /// one.
     #[arg(long, value_delimiter = ',', default_value = "verify,chain")]
     pub tests: Vec<String>,
     /// Guest memory.
     #[arg(long, default_value_t = 3072)]
     pub memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Kernel messages at full verbosity on the console, and a panic (with its stack) on a
+    /// soft lockup or an RCU stall instead of a silent hang: for diagnosing a wedged guest.
+    #[arg(long)]
+    pub debug_console: bool,
     /// Give up on a guest after this many minutes.
     #[arg(long, default_value_t = 30)]
     pub timeout_minutes: u64,
@@ -83,6 +91,11 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         ("busybox", "busybox-static"),
     ])?;
     let root = util::workspace_root();
+    let mut args = args.clone();
+    if args.tests.iter().any(|t| t == "all") {
+        args.tests = all_test_files(&root)?;
+    }
+    let args = &args;
     let binaries = build_host_side(&root, &args.tests)?;
     let accel = accelerator();
     let mut rows = Vec::new();
@@ -110,6 +123,19 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         bail!("{failed} of {} test files failed in a guest", rows.len());
     }
     Ok(())
+}
+
+/// Every integration test file, by name.
+fn all_test_files(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(root.join("tests/tests"))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Builds goprobe, the newest release's fixtures and the chosen test binaries, as
@@ -252,18 +278,36 @@ fn fetch_kernel(root: &Path, suite: &str, prefix: &str) -> anyhow::Result<Kernel
     let release = package.trim_start_matches("linux-image-").to_string();
     let unpacked = dir.join(&release);
     if !unpacked.join("boot").exists() {
-        let mut download = Command::new("apt-get");
-        apt_options(&mut download);
-        util::run(download.current_dir(&dir).args(["download", package]))?;
-        let deb = fs::read_dir(&dir)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-            })
-            .with_context(|| format!("apt-get download {package} left no .deb"))?;
-        util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        // Debian unstable (7.x) splits the kernel: `linux-image-R` depends on
+        // `linux-binary-R` (the image) and `linux-modules-R`; older suites ship both in
+        // `linux-image-R` itself.
+        let mut wanted = vec![package.to_string()];
+        for part in ["linux-binary", "linux-modules"] {
+            let name = format!("{part}-{release}");
+            let mut show = Command::new("apt-cache");
+            apt_options(&mut show);
+            if show
+                .args(["show", &name])
+                .output()
+                .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+            {
+                wanted.push(name);
+            }
+        }
+        for name in &wanted {
+            let mut download = Command::new("apt-get");
+            apt_options(&mut download);
+            util::run(download.current_dir(&dir).args(["download", name]))?;
+            let deb = fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}_")))
+                })
+                .with_context(|| format!("apt-get download {name} left no .deb"))?;
+            util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        }
     }
     Ok(Kernel {
         vmlinuz: unpacked.join(format!("boot/vmlinuz-{release}")),
@@ -418,16 +462,23 @@ fn boot(
     let mut qemu = Command::new("timeout");
     qemu.arg(format!("{}m", args.timeout_minutes))
         .arg("qemu-system-x86_64")
-        .args(["-accel", accel, "-smp", "2", "-m"])
+        .args(["-accel", accel, "-smp"])
+        .arg(args.smp.to_string())
+        .arg("-m")
         .arg(args.memory_mib.to_string())
         .args(["-nographic", "-no-reboot", "-net", "none"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
+        .arg("-append")
+        .arg(if args.debug_console {
+            "console=ttyS0 rdinit=/init panic=-1 loglevel=7 softlockup_panic=1 \
+             sysctl.kernel.panic_on_rcu_stall=1 hung_task_panic=1 hung_task_timeout_secs=120"
+        } else {
+            "console=ttyS0 rdinit=/init panic=-1 quiet"
+        })
         .args([
-            "-append",
-            "console=ttyS0 rdinit=/init panic=-1 quiet",
             "-virtfs",
             "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs",

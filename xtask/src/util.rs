@@ -75,9 +75,17 @@ pub fn apt_install_missing(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
         if !is_root() {
             bail!("{tool} is missing: install the Debian package {package} (as root)");
         }
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        let install = || {
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        // A stale package index names versions the mirror no longer has (404): refresh it
+        // and try once more.
+        if install().is_err() {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            install()?;
+        }
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::{num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         ProgramError, RawTracePoint, TracePoint, UProbe,
         uprobe::{UProbeAttachPoint, UProbeScope},
@@ -59,6 +59,11 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Multi(#[source] multi::MultiError),
+    #[error(
+        "already tracing {} processes, the most goprobe can at once",
+        tracer_common::MAX_PROCESSES
+    )]
+    TooManyProcesses,
 }
 
 /// How a binary's uprobes are attached.
@@ -90,6 +95,9 @@ pub struct LoadedTracer {
     /// Why uprobe_multi is not used, when it is not.
     multi_unavailable: Option<String>,
     links: Vec<OwnedLink>,
+    /// Each traced process's index in [`names::YIELDS`], and the indexes free again.
+    counters: std::collections::HashMap<u32, u32>,
+    free_counters: Vec<u32>,
 }
 
 /// aya-log's level global in the object (`aya_log_common::Level`: 0 off, 1 error … 5
@@ -167,6 +175,8 @@ impl LoadedTracer {
             multi,
             multi_unavailable,
             links: Vec::new(),
+            counters: std::collections::HashMap::new(),
+            free_counters: (0..tracer_common::MAX_PROCESSES).rev().collect(),
         })
     }
 
@@ -203,18 +213,27 @@ impl LoadedTracer {
             .map_err(|source| LoadError::Map { map, source })
     }
 
-    /// Traces the process `tgid` (host pid) as a process of the binary in `slot`.
+    /// Traces the process `tgid` (host pid) as a process of the binary in `slot`, with a
+    /// zeroed yield counter.
     pub fn trace_process(&mut self, tgid: u32, slot: u32) -> Result<(), LoadError> {
         let map = names::YIELDS;
+        let counter = match self.counters.get(&tgid) {
+            Some(&counter) => counter,
+            None => self
+                .free_counters
+                .pop()
+                .ok_or(LoadError::TooManyProcesses)?,
+        };
+        self.counters.insert(tgid, counter);
         let cpus = nr_cpus().map_or(1, |n| n.max(1));
-        let mut yields: PerCpuHashMap<_, u32, u64> = PerCpuHashMap::try_from(self.map_mut(map)?)
+        let mut yields: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map_mut(map)?)
             .map_err(|source| LoadError::Map { map, source })?;
         let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| LoadError::Map {
             map,
             source: aya::maps::MapError::IoError(source),
         })?;
         yields
-            .insert(tgid, zeros, 0)
+            .set(counter, zeros, 0)
             .map_err(|source| LoadError::Map { map, source })?;
         let map = names::TRACED_TGIDS;
         let mut tgids: HashMap<_, u32, TracedProcess> = HashMap::try_from(self.map_mut(map)?)
@@ -224,34 +243,35 @@ impl LoadedTracer {
                 tgid,
                 TracedProcess {
                     binary: slot,
-                    _pad: 0,
+                    counter,
                 },
                 0,
             )
             .map_err(|source| LoadError::Map { map, source })
     }
 
-    /// Stops tracing `tgid` (it exited, or its pid is about to be reused).
+    /// Stops tracing `tgid` (it exited, or its pid is about to be reused); its yield
+    /// counter is zeroed when it is given to another process.
     pub fn untrace_process(&mut self, tgid: u32) -> Result<(), LoadError> {
         let map = names::TRACED_TGIDS;
         let mut tgids: HashMap<_, u32, TracedProcess> = HashMap::try_from(self.map_mut(map)?)
             .map_err(|source| LoadError::Map { map, source })?;
         let _ = tgids.remove(&tgid);
-        let map = names::YIELDS;
-        let mut yields: PerCpuHashMap<_, u32, u64> = PerCpuHashMap::try_from(self.map_mut(map)?)
-            .map_err(|source| LoadError::Map { map, source })?;
-        let _ = yields.remove(&tgid);
+        if let Some(counter) = self.counters.remove(&tgid) {
+            self.free_counters.push(counter);
+        }
         Ok(())
     }
 
     /// Voluntary yields the kernel counted for `tgid` so far (0 if none or not traced).
     pub fn yields(&self, tgid: u32) -> u64 {
-        let Some(map) = self.ebpf.map(names::YIELDS) else {
+        let (Some(map), Some(&counter)) = (self.ebpf.map(names::YIELDS), self.counters.get(&tgid))
+        else {
             return 0;
         };
-        PerCpuHashMap::<_, u32, u64>::try_from(map)
+        PerCpuArray::<_, u64>::try_from(map)
             .ok()
-            .and_then(|yields| yields.get(&tgid, 0).ok())
+            .and_then(|yields| yields.get(&counter, 0).ok())
             .map_or(0, |values| values.iter().sum())
     }
 

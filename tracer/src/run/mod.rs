@@ -636,7 +636,7 @@ fn kernel_features() -> String {
         if raw_tracepoints {
             "raw (BTF)"
         } else {
-            "classic"
+            "classic (fields from their tracefs formats)"
         },
     )
 }

@@ -161,6 +161,7 @@ pub fn rows(cx: &Context) -> anyhow::Result<Vec<Row>> {
         let _ = std::fs::remove_file(&events_file);
         result
     })?;
+    let breakdown = where_the_time_goes(cx, &server, &pid, &events_file)?;
     let ratio = |variant: usize, pick: fn(&(f64, f64)) -> f64| -> Vec<f64> {
         runs[variant]
             .iter()
@@ -174,7 +175,7 @@ pub fn rows(cx: &Context) -> anyhow::Result<Vec<Row>> {
     let base_rps = format!("untraced {} req/s", si(rps(0)));
     let base_p99 = format!("untraced p99 {:.2} ms", p99(0));
     let name = format!("HTTP server (esbuild {ESBUILD}, wrk -c16)");
-    Ok(vec![
+    let mut rows = vec![
         Row::new(format!("{name} req/s, -q"), Unit::Ratio, &ratio(2, |r| r.0))
             .baseline(base_rps.clone())
             .measured(format!(
@@ -210,7 +211,99 @@ pub fn rows(cx: &Context) -> anyhow::Result<Vec<Row>> {
         )
         .baseline(base_p99)
         .measured("untraced again (A/A)"),
-    ])
+    ];
+    rows.extend(breakdown);
+    Ok(rows)
+}
+
+/// One more `-q` run under load with the kernel's BPF statistics on: each program's runs
+/// per second and time per run (`bpftool prog show`), and goprobe's own CPU.
+fn where_the_time_goes(
+    cx: &Context,
+    server: &Server,
+    pid: &str,
+    output: &Path,
+) -> anyhow::Result<Vec<Row>> {
+    let stats = Path::new("/proc/sys/kernel/bpf_stats_enabled");
+    std::fs::write(stats, "1").context("enabling BPF statistics")?;
+    let measured = (|| {
+        let mut cmd = demo::privileged(&cx.goprobe);
+        cmd.args(["-q", "--json", "-o"])
+            .arg(output)
+            .args(["--pid", pid]);
+        let (mut child, _) = start_tracer(cmd, "attached")?;
+        let before = programs()?;
+        let cpu_before = runner::cpu_ns(child.id()).unwrap_or(0);
+        let load = Instant::now();
+        wrk(&server.url, WRK_SECONDS)?;
+        let seconds = load.elapsed().as_secs_f64();
+        let cpu_after = runner::cpu_ns(child.id()).unwrap_or(0);
+        let after = programs()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        wait_with_usage(&mut child)?;
+        let cpu = cpu_after.saturating_sub(cpu_before) as f64 / 1e9 / seconds * 100.0;
+        anyhow::Ok((before, after, seconds, cpu))
+    })();
+    std::fs::write(stats, "0")?;
+    let _ = std::fs::remove_file(output);
+    let (before, after, seconds, cpu) = measured?;
+    let mut rows = Vec::new();
+    for (id, (name, runs, ns)) in &after {
+        let Some((_, runs_before, ns_before)) = before.get(id) else {
+            continue;
+        };
+        let runs = runs - runs_before;
+        if runs == 0 {
+            continue;
+        }
+        let per_run = (ns - ns_before) as f64 / runs as f64;
+        let share = (ns - ns_before) as f64 / 1e9 / seconds * 100.0;
+        rows.push(
+            Row::new(
+                format!("  under HTTP load: {name}"),
+                Unit::Nanos,
+                &[per_run],
+            )
+            .baseline("bpf_stats: time per run")
+            .measured(format!(
+                "{} runs/s, {share:.2}% of a CPU",
+                si(runs as f64 / seconds)
+            )),
+        );
+    }
+    rows.push(
+        Row::new(
+            "  under HTTP load: goprobe's userspace",
+            Unit::Percent,
+            &[cpu],
+        )
+        .baseline("schedstat, during the load")
+        .measured("% of one CPU"),
+    );
+    Ok(rows)
+}
+
+/// goprobe's programs by id: (name, run count, run time in ns), from `bpftool`.
+fn programs() -> anyhow::Result<std::collections::BTreeMap<u64, (String, u64, u64)>> {
+    let out = util::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))?;
+    let list: serde_json::Value = serde_json::from_str(&out)?;
+    let mut programs = std::collections::BTreeMap::new();
+    for prog in list.as_array().into_iter().flatten() {
+        let name = prog["name"].as_str().unwrap_or_default();
+        let ours = name == "go_runtime" || name.starts_with("raw_") || name.starts_with("tp_");
+        if let (true, Some(id)) = (ours, prog["id"].as_u64()) {
+            programs.insert(
+                id,
+                (
+                    name.to_string(),
+                    prog["run_cnt"].as_u64().unwrap_or(0),
+                    prog["run_time_ns"].as_u64().unwrap_or(0),
+                ),
+            );
+        }
+    }
+    Ok(programs)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let toolchain = setup.go[0].clone();
     let all = args.only.is_empty();
     let wants = |bench: Bench| all || args.only.contains(&bench);
-    let mut packages = vec![("wrk", "wrk"), ("dd", "coreutils")];
+    let mut packages = vec![("wrk", "wrk"), ("dd", "coreutils"), ("bpftool", "bpftool")];
     if !args.no_bpftrace {
         packages.push(("bpftrace", "bpftrace"));
     }

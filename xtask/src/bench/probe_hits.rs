@@ -40,7 +40,7 @@ fn per_hit(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
     let definition = format!("p:{FLOOR_GROUP}/floor {}:{address:#x}\n", fixture.display());
     let tracing_on = tracefs.join("tracing_on");
     let was_on = std::fs::read_to_string(&tracing_on).unwrap_or_default();
-    let runs = runner::interleaved(cx.args.reps, 3, |variant| match variant {
+    let runs = runner::interleaved(cx.args.reps, 4, |variant| match variant {
         0 => runner::run(&cx.goprobe, fixture, &YIELD_ONE_P, &Tracer::None),
         1 => runner::run(
             &cx.goprobe,
@@ -48,6 +48,12 @@ fn per_hit(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
             &YIELD_ONE_P,
             &Tracer::goprobe(&["--yields"], false),
         ),
+        3 => {
+            let program = EmptyProgram::attach(fixture, address)?;
+            let run = runner::run(&cx.goprobe, fixture, &YIELD_ONE_P, &Tracer::None);
+            drop(program);
+            run
+        }
         _ => {
             // The uprobe with nothing attached but a disabled trace buffer: the trap, the
             // kernel's emulation of the CALL and the uprobe dispatch, no BPF program.
@@ -78,6 +84,11 @@ fn per_hit(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
         .zip(&bare)
         .map(|(run, base)| (1.0 / ops(run) - 1.0 / base) * 1e9)
         .collect();
+    let empty_ns: Vec<f64> = runs[3]
+        .iter()
+        .zip(&bare)
+        .map(|(run, base)| (1.0 / ops(run) - 1.0 / base) * 1e9)
+        .collect();
     let median = |v: Vec<f64>| Stat::of(&v).map_or(f64::NAN, |s| s.median);
     cx.per_hit_ns.set(Stat::of(&goprobe_ns).map(|s| s.median));
     let baseline = format!("untraced {} ops/s", si(median(bare)));
@@ -93,6 +104,12 @@ fn per_hit(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
             si(median(runs[1].iter().map(ops).collect()))
         ))
         .goal(Goal::AtMost(600.0)),
+        Row::new("probe hit: an empty BPF program", Unit::Nanos, &empty_ns)
+            .baseline(baseline.clone())
+            .measured(format!(
+                "{} ops/s, perf-event uprobe, r0 = 0",
+                si(median(runs[3].iter().map(ops).collect()))
+            )),
         Row::new(
             "probe hit: kernel floor (no program)",
             Unit::Nanos,
@@ -214,3 +231,90 @@ fn highest_rate(cx: &Context, fixture: &Path) -> anyhow::Result<Vec<Row>> {
     }
     Ok(rows)
 }
+
+/// An empty BPF program (`r0 = 0; exit`) on a uprobe at `offset` in `binary`, through a
+/// perf-event uprobe link (raw `bpf(2)` and `perf_event_open(2)`, as libbpf does): the
+/// kernel's trap and program dispatch with nothing of goprobe's. Dropping it detaches.
+struct EmptyProgram {
+    // Held for their drop: closing them detaches the program.
+    _prog: std::os::fd::OwnedFd,
+    _event: std::os::fd::OwnedFd,
+}
+
+impl EmptyProgram {
+    fn attach(binary: &Path, offset: u64) -> anyhow::Result<EmptyProgram> {
+        use std::os::fd::FromRawFd as _;
+        // BPF_MOV64_IMM(R0, 0); BPF_EXIT_INSN()
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+        let license = c"GPL";
+        // union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, ...
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&2u32.to_ne_bytes()); // BPF_PROG_TYPE_KPROBE
+        attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        // SAFETY: a valid bpf_attr for BPF_PROG_LOAD (5), pointing at live buffers.
+        let prog = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) };
+        if prog < 0 {
+            bail!(
+                "loading an empty BPF program: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a new fd we own.
+        let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(prog as i32) };
+        let pmu: u32 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?
+            .trim()
+            .parse()?;
+        let path = std::ffi::CString::new(binary.as_os_str().as_encoded_bytes())?;
+        // struct perf_event_attr: type, size, config, ..., config1 (uprobe_path) at 56,
+        // config2 (probe_offset) at 64.
+        let mut event = [0u8; 128];
+        event[0..4].copy_from_slice(&pmu.to_ne_bytes());
+        event[4..8].copy_from_slice(&112u32.to_ne_bytes()); // PERF_ATTR_SIZE_VER5
+        event[16..24].copy_from_slice(&1u64.to_ne_bytes()); // sample_period
+        event[56..64].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+        event[64..72].copy_from_slice(&offset.to_ne_bytes());
+        // SAFETY: a valid perf_event_attr; pid -1 and cpu 0 as libbpf does for a probe
+        // event, whose BPF program then runs on every CPU.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                event.as_ptr(),
+                -1,
+                0,
+                -1,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "perf_event_open (uprobe): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a new fd we own.
+        let event = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: PERF_EVENT_IOC_SET_BPF and _ENABLE on our own fds.
+        unsafe {
+            if libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) < 0
+                || libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) < 0
+            {
+                bail!(
+                    "attaching the empty program: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(EmptyProgram {
+            _prog: prog,
+            _event: event,
+        })
+    }
+}
+
+/// `_IOW('$', 8, __u32)` and `_IO('$', 0)`.
+const PERF_EVENT_IOC_SET_BPF: libc::Ioctl = 0x4004_2408;
+const PERF_EVENT_IOC_ENABLE: libc::Ioctl = 0x2400;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;

@@ -53,14 +53,19 @@ pub struct TracerRun {
     pub wall: Duration,
     /// `VmRSS` and `RssAnon` (KiB) in the middle of the workload window: steady state.
     pub rss_mid_kib: Option<(u64, u64)>,
+    /// CPU time over wall time from attached to the workload's end (start-up and the
+    /// final report left out), in % of one CPU.
+    pub steady_cpu_percent: Option<f64>,
     pub summary: Option<Value>,
     /// Bytes the tracer wrote to its output file.
     pub output_bytes: u64,
 }
 
 impl TracerRun {
+    /// Steady-state CPU when it was sampled, else over the whole run.
     pub fn cpu_percent(&self) -> f64 {
-        self.usage.cpu.as_secs_f64() / self.wall.as_secs_f64() * 100.0
+        self.steady_cpu_percent
+            .unwrap_or_else(|| self.usage.cpu.as_secs_f64() / self.wall.as_secs_f64() * 100.0)
     }
 
     pub fn lost(&self) -> u64 {
@@ -202,6 +207,9 @@ pub fn run_pinned(
             Some((child, Instant::now()))
         }
     };
+    let cpu_at_attach = traced
+        .as_ref()
+        .and_then(|(child, _)| Some((cpu_ns(child.id())?, Instant::now())));
     let sampler = traced.as_ref().map(|(child, _)| {
         let tracer_pid = child.id();
         // The middle of the window (fixtures take -duration; all here run 2-3 s).
@@ -217,6 +225,12 @@ pub fn run_pinned(
         .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
         .find(|v| v["event"] == "result")
         .context("fixture printed no result")?;
+    let steady_cpu_percent = match (&traced, cpu_at_attach) {
+        (Some((child, _)), Some((before, at))) => cpu_ns(child.id()).map(|now| {
+            (now.saturating_sub(before)) as f64 / at.elapsed().as_nanos() as f64 * 100.0
+        }),
+        _ => None,
+    };
     workload.wait()?;
     let tracer = match traced.as_mut() {
         Some((child, started)) => {
@@ -239,6 +253,7 @@ pub fn run_pinned(
                 usage,
                 wall,
                 rss_mid_kib: sampler.and_then(|s| s.join().ok()).flatten(),
+                steady_cpu_percent,
                 summary,
                 output_bytes,
             })
@@ -319,6 +334,19 @@ pub fn wait_with_usage(child: &mut Child) -> anyhow::Result<(i32, Usage)> {
             max_rss_kib: usage.ru_maxrss as u64,
         },
     ))
+}
+
+/// CPU time of all of a process's threads so far, in ns (`schedstat`).
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// `VmRSS` and `RssAnon` of a process, in KiB.

@@ -210,7 +210,7 @@ pub fn rows(cx: &Context) -> anyhow::Result<Vec<Row>> {
                 .collect(),
         );
         let mut cpu_row = Row::new(format!("{what}: CPU, % of one CPU"), Unit::Percent, &cpu)
-            .baseline("pinned beside hashwork");
+            .baseline("attached → workload end");
         let mut rss_row = Row::new(format!("{what}: RSS, steady"), Unit::MiB, &steady)
             .baseline("mid-window VmRSS")
             .measured(format!("RssAnon {anon:.1} MiB, peak {peak:.1} MiB"));
