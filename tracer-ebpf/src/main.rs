@@ -20,12 +20,18 @@
 //! uretprobes, which corrupt goroutine stacks when the runtime moves them.
 #![no_std]
 #![no_main]
+// The BPF target has no `AtomicU64::fetch_add`/`swap` (no compare-and-swap), but the
+// kernel does have atomic add and exchange (BPF_ATOMIC, 5.12+): the intrinsics emit them.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core::intrinsics::atomic_* on the BPF target")]
 
 mod goroutine;
 mod process;
 mod runtime;
 mod signal;
 mod sysmon;
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xchg};
 
 use aya_ebpf::{
     EbpfContext, Global,
@@ -116,14 +122,7 @@ fn is_traced(tgid: u32) -> bool {
 /// sequence for the kind's stream.
 #[inline(always)]
 fn header(kind: EventKind) -> EventHeader {
-    let seq = match SEQUENCE.get_ptr_mut(kind.stream() as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
-        Some(slot) => unsafe {
-            *slot += 1;
-            *slot
-        },
-        None => 0,
-    };
+    let seq = bump_at(&SEQUENCE, kind.stream() as u32);
     // One helper call for both ids (`ctx.pid()` and `ctx.tgid()` would make two).
     let pid_tgid = bpf_get_current_pid_tgid();
     EventHeader {
@@ -157,7 +156,7 @@ fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
     let Some(submitted) = SUBMITTED.get_ptr_mut(kind as u32) else {
         return;
     };
-    // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+    // SAFETY: a valid per-CPU map value; a racing update only shifts which record checks.
     let count = unsafe { *submitted };
     // The fill level is looked at every 16th record of a kind on a CPU: a ring a quarter
     // full is then at most 16 records fuller before its reader is woken.
@@ -169,8 +168,10 @@ fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
         BPF_RB_NO_WAKEUP
     };
     match ring.output::<T>(record, flags as u64) {
-        // SAFETY: as above.
-        Ok(()) => unsafe { *submitted = count + 1 },
+        Ok(()) => {
+            // SAFETY: as above; atomically (see `bump_at`).
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(submitted, 1) };
+        }
         Err(_) => {
             bump(&LOST, kind);
             debug!(
@@ -183,10 +184,74 @@ fn submit<T: 'static, C: EbpfContext>(ctx: &C, kind: EventKind, record: &T) {
 
 #[inline(always)]
 fn bump(counter: &PerCpuArray<u64>, kind: EventKind) {
-    if let Some(slot) = counter.get_ptr_mut(kind as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
-        unsafe { *slot += 1 };
+    bump_at(counter, kind as u32);
+}
+
+/// Adds one to this CPU's slot `index` of `counter`, atomically: a uprobe program runs
+/// preemptibly, so another program can update the same slot on this CPU meanwhile.
+#[inline(always)]
+fn bump_at(counter: &PerCpuArray<u64>, index: u32) -> u64 {
+    match counter.get_ptr_mut(index) {
+        // SAFETY: a valid, aligned per-CPU map value for as long as the program runs.
+        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
+        None => 0,
     }
+}
+
+/// A hit skipped because the same program was already running on this CPU: its record
+/// is counted lost under `kind`.
+#[inline(always)]
+fn count_lost(kind: u32) {
+    if kind < KIND_COUNT {
+        bump_at(&LOST, kind);
+    }
+}
+
+/// Indexes in [`RUNNING`], one per program that can run preemptibly: the uprobe program,
+/// and those on syscall tracepoints (faultable, and so preemptible, since Linux 6.14). The
+/// signal and exec tracepoints run with preemption off (under the signal lock, or in a
+/// tracepoint's own preempt-disabled section).
+mod guard {
+    pub const GO_RUNTIME: u32 = 0;
+    pub const TP_SYS_ENTER_TGKILL: u32 = 1;
+    pub const TP_SYS_EXIT_TGKILL: u32 = 2;
+    pub const RAW_SYS_ENTER: u32 = 3;
+    pub const RAW_SYS_EXIT: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Per CPU and program: 1 while a run of the program is in progress on the CPU.
+#[map]
+static RUNNING: PerCpuArray<u64> = PerCpuArray::with_max_entries(guard::COUNT, 0);
+
+/// Runs `body` unless a run of the same program (`slot`) is already in progress on this
+/// CPU, and says whether it ran.
+///
+/// Linux 6.13+ gives a kprobe-type program whose BPF stack frame is 64 bytes or more a
+/// per-CPU *private* stack, on the assumption that such programs are not preempted. Uprobe
+/// programs are (since 6.0 they run with migration, not preemption, disabled), so on a
+/// preemptible kernel a second task on the same CPU can run the program while the first
+/// is halfway through and overwrite its frame: measured in Debian's 7.2 (PREEMPT_LAZY)
+/// under qemu, a spilled map-value pointer was replaced by a timestamp and the kernel
+/// oopsed (the same bug crashed OpenTelemetry's OBI, its issue 3056). The entry function
+/// checks and sets this CPU's flag with one atomic exchange before calling `body`, in a
+/// BPF function of its own whose frame may be private; the entry's frame stays under 48
+/// bytes, so it is on the task's own kernel stack (checked by a unit test of the object).
+/// A second run meanwhile touches no private frame and counts its record lost.
+#[inline(always)]
+fn exclusively(slot: u32, body: impl FnOnce()) -> bool {
+    let Some(flag) = RUNNING.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: a valid, aligned per-CPU map value for as long as the program runs.
+    if unsafe { atomic_xchg::<u64, { AtomicOrdering::Acquire }>(flag, 1) } != 0 {
+        return false;
+    }
+    body();
+    // A plain store: only this CPU writes its flag, and an aligned 8-byte store is whole.
+    // SAFETY: as above.
+    unsafe { flag.write_volatile(0) };
+    true
 }
 
 /// Reads a `T` from Go memory at `base + offset of field`, or `None` if the offset is

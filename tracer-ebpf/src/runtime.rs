@@ -37,8 +37,20 @@ const EXECUTE: u64 = EventKind::Execute as u64;
 
 #[uprobe]
 pub fn go_runtime(ctx: ProbeContext) -> u32 {
-    let _ = try_go_runtime(&ctx);
+    let raw = ctx.as_ptr();
+    if !crate::exclusively(crate::guard::GO_RUNTIME, || run(raw)) {
+        // SAFETY: the helper reads the cookie of the link that fired.
+        let kind = unsafe { bpf_get_attach_cookie(raw) };
+        crate::count_lost(kind as u32);
+    }
     0
+}
+
+/// The hit itself, in a BPF function of its own: its frame may be on the per-CPU private
+/// stack (see [`crate::exclusively`]), the entry's never is.
+#[inline(never)]
+fn run(ctx: *mut core::ffi::c_void) {
+    let _ = try_go_runtime(&ProbeContext::new(ctx));
 }
 
 #[inline(always)]

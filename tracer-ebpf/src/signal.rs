@@ -20,6 +20,8 @@
 //! Classic field offsets come from tracefs `format` files and `task_struct.pid` from the
 //! kernel's BTF, through [`SETTINGS`].
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
@@ -31,7 +33,7 @@ use tracer_common::{
     EventKind, OFFSET_UNKNOWN, SIGURG, SignalDeliver, SignalGenerate, Tgkill, TgkillFailed,
 };
 
-use crate::{SETTINGS, header, is_traced, submit};
+use crate::{SETTINGS, count_lost, exclusively, guard, header, is_traced, submit};
 
 /// `si_code` in `struct kernel_siginfo` (after `si_signo` and `si_errno`): kernel ABI.
 const SIGINFO_CODE: u64 = 8;
@@ -47,8 +49,18 @@ const SI_KERNEL: i32 = 0x80;
 /// from outside, by host pid.
 #[tracepoint]
 pub fn tp_sys_enter_tgkill(ctx: TracePointContext) -> u32 {
-    let _ = try_tgkill(&ctx);
+    let raw = ctx.as_ptr();
+    if !exclusively(guard::TP_SYS_ENTER_TGKILL, || sys_enter_tgkill(raw)) {
+        count_lost(EventKind::Tgkill as u32);
+    }
     0
+}
+
+/// The hit, in a BPF function of its own (a syscall tracepoint may run preemptibly: see
+/// [`crate::exclusively`]).
+#[inline(never)]
+fn sys_enter_tgkill(ctx: *mut c_void) {
+    let _ = try_tgkill(&TracePointContext::new(ctx));
 }
 
 #[inline(always)]
@@ -74,8 +86,16 @@ fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
 /// saved user registers (x86-64: rdi, rsi, rdx). Successful calls cost one comparison.
 #[tracepoint]
 pub fn tp_sys_exit_tgkill(ctx: TracePointContext) -> u32 {
-    let _ = try_tgkill_failed(&ctx);
+    let raw = ctx.as_ptr();
+    if !exclusively(guard::TP_SYS_EXIT_TGKILL, || sys_exit_tgkill(raw)) {
+        count_lost(EventKind::TgkillFailed as u32);
+    }
     0
+}
+
+#[inline(never)]
+fn sys_exit_tgkill(ctx: *mut c_void) {
+    let _ = try_tgkill_failed(&TracePointContext::new(ctx));
 }
 
 #[inline(always)]
@@ -98,9 +118,17 @@ const NR_TGKILL: u64 = 234;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     if ctx.arg::<u64>(1) == NR_TGKILL {
-        let _ = try_raw_tgkill(&ctx);
+        let raw = ctx.as_ptr();
+        if !exclusively(guard::RAW_SYS_ENTER, || sys_enter(raw)) {
+            count_lost(EventKind::Tgkill as u32);
+        }
     }
     0
+}
+
+#[inline(never)]
+fn sys_enter(ctx: *mut c_void) {
+    let _ = try_raw_tgkill(&RawTracePointContext::new(ctx));
 }
 
 #[inline(always)]
@@ -117,11 +145,22 @@ fn try_raw_tgkill(ctx: &RawTracePointContext) -> Option<()> {
 /// syscall returns is `regs->orig_ax`; it is read only for a failed call.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
-    let ret = ctx.arg::<i64>(1);
-    if ret < 0 && is_traced(ctx.tgid()) {
-        let _ = try_raw_tgkill_failed(&ctx, ret);
+    if ctx.arg::<i64>(1) < 0 {
+        let raw = ctx.as_ptr();
+        if !exclusively(guard::RAW_SYS_EXIT, || sys_exit(raw)) {
+            count_lost(EventKind::TgkillFailed as u32);
+        }
     }
     0
+}
+
+#[inline(never)]
+fn sys_exit(ctx: *mut c_void) {
+    let ctx = RawTracePointContext::new(ctx);
+    let ret = ctx.arg::<i64>(1);
+    if is_traced(ctx.tgid()) {
+        let _ = try_raw_tgkill_failed(&ctx, ret);
+    }
 }
 
 #[inline(always)]

@@ -277,7 +277,16 @@ fn fetch_kernel(root: &Path, suite: &str, prefix: &str) -> anyhow::Result<Kernel
     };
     let release = package.trim_start_matches("linux-image-").to_string();
     let unpacked = dir.join(&release);
-    if !unpacked.join("boot").exists() {
+    // The image: `boot/vmlinuz-R`, or (unstable's linux-binary-R) `usr/lib/modules/R/vmlinuz`.
+    let vmlinuz = || {
+        [
+            unpacked.join(format!("boot/vmlinuz-{release}")),
+            unpacked.join(format!("usr/lib/modules/{release}/vmlinuz")),
+        ]
+        .into_iter()
+        .find(|path| path.is_file())
+    };
+    if vmlinuz().is_none() {
         // Debian unstable (7.x) splits the kernel: `linux-image-R` depends on
         // `linux-binary-R` (the image) and `linux-modules-R`; older suites ship both in
         // `linux-image-R` itself.
@@ -310,7 +319,7 @@ fn fetch_kernel(root: &Path, suite: &str, prefix: &str) -> anyhow::Result<Kernel
         }
     }
     Ok(Kernel {
-        vmlinuz: unpacked.join(format!("boot/vmlinuz-{release}")),
+        vmlinuz: vmlinuz().with_context(|| format!("{package} unpacked without a vmlinuz"))?,
         // trixie and later ship them under /usr (merged /usr).
         modules: ["lib/modules", "usr/lib/modules"]
             .iter()

@@ -605,4 +605,88 @@ mod tests {
             assert!(symbols.contains(&map), "map/global {map}");
         }
     }
+
+    /// Bytes of BPF stack a function's code uses: the deepest `r10 - N` it reads, writes or
+    /// points at (what the verifier takes as the function's stack depth).
+    fn stack_depth(code: &[u8]) -> u32 {
+        let mut deepest = 0i64;
+        let mut copies_of_fp = [false; 11];
+        for insn in code.chunks_exact(8) {
+            let (op, dst, src) = (insn[0], insn[1] & 0xf, insn[1] >> 4);
+            let off = i64::from(i16::from_le_bytes([insn[2], insn[3]]));
+            let imm = i64::from(i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]));
+            let class = op & 0x07;
+            let base = match class {
+                0x01 => Some(src),        // LDX
+                0x02 | 0x03 => Some(dst), // ST, STX
+                _ => None,
+            };
+            if base == Some(10) {
+                deepest = deepest.min(off);
+            }
+            let dst = usize::from(dst);
+            match op {
+                // r_dst = r10 (MOV64 X): a pointer into the frame.
+                0xbf if dst < 11 => copies_of_fp[dst] = src == 10,
+                // r_dst += imm on such a copy.
+                0x07 if dst < 11 && copies_of_fp[dst] => deepest = deepest.min(imm),
+                _ if class == 0x07 || class == 0x04 || class == 0x01 => {
+                    if dst < 11 {
+                        copies_of_fp[dst] = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        u32::try_from(-deepest).unwrap_or(0)
+    }
+
+    /// Linux 6.13+ runs a kprobe- or tracepoint-type program whose frame is 64 bytes or
+    /// more (rounded up to 16) on a per-CPU private stack, which a preempted run shares with
+    /// the next run on that CPU (see `exclusively` in tracer-ebpf). The programs that can be
+    /// preempted keep their entry function, which takes the per-CPU guard, under that: its
+    /// frame is the task's own kernel stack.
+    #[test]
+    fn preemptible_programs_guard_on_the_kernel_stack() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+        let file = object::File::parse(OBJECT).expect("embedded object parses");
+        for program in [
+            programs::GO_RUNTIME,
+            programs::TP_SYS_ENTER_TGKILL,
+            programs::TP_SYS_EXIT_TGKILL,
+            programs::RAW_SYS_ENTER,
+            programs::RAW_SYS_EXIT,
+        ] {
+            let symbol = file
+                .symbols()
+                .find(|s| s.kind() == SymbolKind::Text && s.name() == Ok(program))
+                .unwrap_or_else(|| panic!("no function {program}"));
+            let section = file
+                .section_by_index(symbol.section_index().expect("in a section"))
+                .expect("its section");
+            let data = section.data().expect("section data");
+            let start = usize::try_from(symbol.address()).unwrap();
+            let code = &data[start..start + usize::try_from(symbol.size()).unwrap()];
+            let depth = stack_depth(code);
+            assert!(
+                depth <= 48,
+                "{program}: its entry uses {depth} bytes of BPF stack; at 64 or more (rounded \
+                 up to 16) Linux 6.13+ moves it to the private stack its guard protects"
+            );
+        }
+    }
+
+    #[test]
+    fn stack_depth_of_bpf_code() {
+        // *(u32 *)(r10 -4) = r1; r2 = r10; r2 += -120; exit
+        let code = [
+            [0x63, 0x1a, 0xfc, 0xff, 0, 0, 0, 0],
+            [0xbf, 0xa2, 0, 0, 0, 0, 0, 0],
+            [0x07, 0x02, 0, 0, 0x88, 0xff, 0xff, 0xff],
+            [0x95, 0, 0, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(stack_depth(&code), 120);
+        assert_eq!(stack_depth(&code[..8]), 4);
+    }
 }
