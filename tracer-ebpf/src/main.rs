@@ -23,7 +23,10 @@
 // The BPF target has no `AtomicU64::fetch_add`/`swap` (no compare-and-swap), but the
 // kernel does have atomic add and exchange (BPF_ATOMIC, 5.12+): the intrinsics emit them.
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "core::intrinsics::atomic_* on the BPF target")]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_* on the BPF target"
+)]
 
 mod goroutine;
 mod process;
@@ -193,7 +196,9 @@ fn bump(counter: &PerCpuArray<u64>, kind: EventKind) {
 fn bump_at(counter: &PerCpuArray<u64>, index: u32) -> u64 {
     match counter.get_ptr_mut(index) {
         // SAFETY: a valid, aligned per-CPU map value for as long as the program runs.
-        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
+        Some(slot) => {
+            (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1
+        }
         None => 0,
     }
 }
@@ -213,11 +218,12 @@ fn count_lost(kind: u32) {
 /// tracepoint's own preempt-disabled section).
 mod guard {
     pub const GO_RUNTIME: u32 = 0;
-    pub const TP_SYS_ENTER_TGKILL: u32 = 1;
-    pub const TP_SYS_EXIT_TGKILL: u32 = 2;
-    pub const RAW_SYS_ENTER: u32 = 3;
-    pub const RAW_SYS_EXIT: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const GO_RUNTIME_SPARE: u32 = 1;
+    pub const TP_SYS_ENTER_TGKILL: u32 = 2;
+    pub const TP_SYS_EXIT_TGKILL: u32 = 3;
+    pub const RAW_SYS_ENTER: u32 = 4;
+    pub const RAW_SYS_EXIT: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Per CPU and program: 1 while a run of the program is in progress on the CPU.

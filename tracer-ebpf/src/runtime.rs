@@ -38,7 +38,12 @@ const EXECUTE: u64 = EventKind::Execute as u64;
 #[uprobe]
 pub fn go_runtime(ctx: ProbeContext) -> u32 {
     let raw = ctx.as_ptr();
-    if !crate::exclusively(crate::guard::GO_RUNTIME, || run(raw)) {
+    // Two copies of the body, each a BPF function with its own private stack: a hit while
+    // a run preempted on this CPU holds the first takes the second, and only a third at
+    // once is lost (counted).
+    if !crate::exclusively(crate::guard::GO_RUNTIME, || run::<0>(raw))
+        && !crate::exclusively(crate::guard::GO_RUNTIME_SPARE, || run::<1>(raw))
+    {
         // SAFETY: the helper reads the cookie of the link that fired.
         let kind = unsafe { bpf_get_attach_cookie(raw) };
         crate::count_lost(kind as u32);
@@ -46,10 +51,10 @@ pub fn go_runtime(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The hit itself, in a BPF function of its own: its frame may be on the per-CPU private
-/// stack (see [`crate::exclusively`]), the entry's never is.
+/// The hit itself, in a BPF function of its own (one per `COPY`): its frame may be on the
+/// per-CPU private stack (see [`crate::exclusively`]), the entry's never is.
 #[inline(never)]
-fn run(ctx: *mut core::ffi::c_void) {
+fn run<const COPY: u32>(ctx: *mut core::ffi::c_void) {
     let _ = try_go_runtime(&ProbeContext::new(ctx));
 }
 
