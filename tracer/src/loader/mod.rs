@@ -630,10 +630,8 @@ mod tests {
                 0xbf if dst < 11 => copies_of_fp[dst] = src == 10,
                 // r_dst += imm on such a copy.
                 0x07 if dst < 11 && copies_of_fp[dst] => deepest = deepest.min(imm),
-                _ if class == 0x07 || class == 0x04 || class == 0x01 => {
-                    if dst < 11 {
-                        copies_of_fp[dst] = false;
-                    }
+                _ if (class == 0x07 || class == 0x04 || class == 0x01) && dst < 11 => {
+                    copies_of_fp[dst] = false;
                 }
                 _ => {}
             }
