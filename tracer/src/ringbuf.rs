@@ -50,7 +50,7 @@ const IN_FLIGHT_NS: u64 = 1_000_000;
 /// goprobe's threads; at 10 ms they cost more CPU than decoding 10 000 records/s.
 const POLL_MIN: Duration = Duration::from_millis(25);
 /// The poll interval of an idle trace (doubling from [`POLL_MIN`]).
-const POLL_MAX: Duration = Duration::from_millis(160);
+const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// Records go downstream in batches of at most this many: one channel hand-over (and at
 /// most one cross-thread wake-up) per batch, not per record.

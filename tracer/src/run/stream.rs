@@ -322,9 +322,11 @@ fn start_pipeline(session: &mut Session, pipeline: &mut Pipeline, index: usize) 
     );
 }
 
-/// Records written before an exit are read within this time when the reader keeps up
-/// (it holds records 1 ms for those still being committed, then retries every 2 ms).
-const EXIT_GRACE_NS: u64 = 250_000_000;
+/// Records written before an exit are read within this time when the reader keeps up: it
+/// polls the rings at least every 100 ms (`ringbuf::POLL_MAX`), and holds records 1 ms
+/// for those still being committed; the rest is margin for a slow or loaded CPU (in a
+/// 2-vCPU qemu guest without KVM, 250 ms left 31 records of an exited process unrouted).
+const EXIT_GRACE_NS: u64 = 1_000_000_000;
 
 /// One of several processes exited: it leaves the kernel's map now (its pid may be reused
 /// by an unrelated process), and is summarised by [`finish_due`] once its last records
