@@ -51,6 +51,8 @@ fn spinner_chain(env: &Env, release: &str, hooks: &str, tgkill_hook: &str) {
         asyncs >= 50,
         "{release}: only {asyncs} async preemptions in 2 s"
     );
+    // A lost record would show as a broken chain below: say so first.
+    assert_nothing_lost(&traced, release);
     assert_async_follows_sysmon_signal(&traced, release);
     // signalM makes exactly one tgkill.
     assert_eq!(

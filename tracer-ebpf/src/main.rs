@@ -220,10 +220,14 @@ mod guard {
     pub const GO_RUNTIME: u32 = 0;
     pub const GO_RUNTIME_SPARE: u32 = 1;
     pub const TP_SYS_ENTER_TGKILL: u32 = 2;
-    pub const TP_SYS_EXIT_TGKILL: u32 = 3;
-    pub const RAW_SYS_ENTER: u32 = 4;
-    pub const RAW_SYS_EXIT: u32 = 5;
-    pub const COUNT: u32 = 6;
+    pub const TP_SYS_ENTER_TGKILL_SPARE: u32 = 3;
+    pub const TP_SYS_EXIT_TGKILL: u32 = 4;
+    pub const TP_SYS_EXIT_TGKILL_SPARE: u32 = 5;
+    pub const RAW_SYS_ENTER: u32 = 6;
+    pub const RAW_SYS_ENTER_SPARE: u32 = 7;
+    pub const RAW_SYS_EXIT: u32 = 8;
+    pub const RAW_SYS_EXIT_SPARE: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Per CPU and program: 1 while a run of the program is in progress on the CPU.

@@ -50,16 +50,20 @@ const SI_KERNEL: i32 = 0x80;
 #[tracepoint]
 pub fn tp_sys_enter_tgkill(ctx: TracePointContext) -> u32 {
     let raw = ctx.as_ptr();
-    if !exclusively(guard::TP_SYS_ENTER_TGKILL, || sys_enter_tgkill(raw)) {
+    if !exclusively(guard::TP_SYS_ENTER_TGKILL, || sys_enter_tgkill::<0>(raw))
+        && !exclusively(guard::TP_SYS_ENTER_TGKILL_SPARE, || {
+            sys_enter_tgkill::<1>(raw)
+        })
+    {
         count_lost(EventKind::Tgkill as u32);
     }
     0
 }
 
-/// The hit, in a BPF function of its own (a syscall tracepoint may run preemptibly: see
-/// [`crate::exclusively`]).
+/// The hit, in a BPF function of its own, one per `COPY` (a syscall tracepoint may run
+/// preemptibly: see [`crate::exclusively`]).
 #[inline(never)]
-fn sys_enter_tgkill(ctx: *mut c_void) {
+fn sys_enter_tgkill<const COPY: u32>(ctx: *mut c_void) {
     let _ = try_tgkill(&TracePointContext::new(ctx));
 }
 
@@ -87,14 +91,18 @@ fn try_tgkill(ctx: &TracePointContext) -> Option<()> {
 #[tracepoint]
 pub fn tp_sys_exit_tgkill(ctx: TracePointContext) -> u32 {
     let raw = ctx.as_ptr();
-    if !exclusively(guard::TP_SYS_EXIT_TGKILL, || sys_exit_tgkill(raw)) {
+    if !exclusively(guard::TP_SYS_EXIT_TGKILL, || sys_exit_tgkill::<0>(raw))
+        && !exclusively(guard::TP_SYS_EXIT_TGKILL_SPARE, || {
+            sys_exit_tgkill::<1>(raw)
+        })
+    {
         count_lost(EventKind::TgkillFailed as u32);
     }
     0
 }
 
 #[inline(never)]
-fn sys_exit_tgkill(ctx: *mut c_void) {
+fn sys_exit_tgkill<const COPY: u32>(ctx: *mut c_void) {
     let _ = try_tgkill_failed(&TracePointContext::new(ctx));
 }
 
@@ -119,7 +127,9 @@ const NR_TGKILL: u64 = 234;
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     if ctx.arg::<u64>(1) == NR_TGKILL {
         let raw = ctx.as_ptr();
-        if !exclusively(guard::RAW_SYS_ENTER, || sys_enter(raw)) {
+        if !exclusively(guard::RAW_SYS_ENTER, || sys_enter::<0>(raw))
+            && !exclusively(guard::RAW_SYS_ENTER_SPARE, || sys_enter::<1>(raw))
+        {
             count_lost(EventKind::Tgkill as u32);
         }
     }
@@ -127,7 +137,7 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
 }
 
 #[inline(never)]
-fn sys_enter(ctx: *mut c_void) {
+fn sys_enter<const COPY: u32>(ctx: *mut c_void) {
     let _ = try_raw_tgkill(&RawTracePointContext::new(ctx));
 }
 
@@ -147,7 +157,9 @@ fn try_raw_tgkill(ctx: &RawTracePointContext) -> Option<()> {
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     if ctx.arg::<i64>(1) < 0 {
         let raw = ctx.as_ptr();
-        if !exclusively(guard::RAW_SYS_EXIT, || sys_exit(raw)) {
+        if !exclusively(guard::RAW_SYS_EXIT, || sys_exit::<0>(raw))
+            && !exclusively(guard::RAW_SYS_EXIT_SPARE, || sys_exit::<1>(raw))
+        {
             count_lost(EventKind::TgkillFailed as u32);
         }
     }
@@ -155,7 +167,7 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
 }
 
 #[inline(never)]
-fn sys_exit(ctx: *mut c_void) {
+fn sys_exit<const COPY: u32>(ctx: *mut c_void) {
     let ctx = RawTracePointContext::new(ctx);
     let ret = ctx.arg::<i64>(1);
     if is_traced(ctx.tgid()) {

@@ -520,10 +520,11 @@ fn boot(
         let mut parts = rc.split_whitespace();
         let outcome = match (parts.next(), parts.next()) {
             (Some("0"), Some(secs)) => format!("pass ({secs} s)"),
-            (Some(code), Some(secs)) => format!(
-                "FAIL (exit {code}, {secs} s; {})",
-                out.join(format!("{test}.log")).display()
-            ),
+            (Some(code), Some(secs)) => {
+                let log = out.join(format!("{test}.log"));
+                print_failures(&log);
+                format!("FAIL (exit {code}, {secs} s; {})", log.display())
+            }
             _ => format!(
                 "FAIL (did not finish within {} min)",
                 Duration::from_secs(args.timeout_minutes * 60).as_secs() / 60
@@ -532,4 +533,21 @@ fn boot(
         results.push((test.clone(), outcome));
     }
     Ok(results)
+}
+
+/// Prints what a failed test binary said about its failures, so that a CI log shows the
+/// cause without the guest's output directory.
+fn print_failures(log: &Path) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    // libtest prints "failures:" twice: the first starts the panics' output.
+    let from = lines
+        .iter()
+        .position(|l| l.trim() == "failures:")
+        .unwrap_or(lines.len().saturating_sub(80));
+    eprintln!("xtask: ---- {} ----", log.display());
+    for line in lines[from..].iter().take(200) {
+        eprintln!("{line}");
+    }
+    eprintln!("xtask: ---- end of {} ----", log.display());
 }
