@@ -409,19 +409,48 @@ fn cycle(env: &Env, pid: u32, exe: &Path, sigint: bool) -> Cycle {
 ///    The fixture has to outlive the cycles and then end by itself, while a cycle's time
 ///    (goprobe's start-up) varies several-fold on a busy machine. So the first
 ///    IDLE_CYCLES run while the fixture waits for its trigger (no probe fires), then the
-///    fixture spins for SPIN and the cycles go on while it does (probes firing all
-///    along): at least 50 in all.
+///    fixture spins for `spin` and the cycles go on while it does (probes firing all
+///    along): at least 50 in all. `spin` is 15 s, or longer where two cycles against
+///    another spinning fixture, timed first, say that the last six need it (a qemu
+///    guest without KVM: ~4 s a cycle).
 #[test]
 fn attach_detach_cycles_leave_no_breakpoint() {
     const CYCLES: usize = 50;
     const IDLE_CYCLES: usize = 44;
-    const SPIN: Duration = Duration::from_secs(15);
     let env = env();
     let exe = private_spinner(&env);
+    let calibration = {
+        let mut spinning = Spawned::start(
+            Command::new(&exe.path)
+                .args(["-workers", "1", "-procs", "1", "-duration", "600s"])
+                .env("GOPROBE_FIXTURE_TRIGGER", "signal"),
+        );
+        spinning.wait_line(Duration::from_secs(20), |line| line.contains("\"ready\""));
+        send_signal(spinning.child.id(), libc::SIGUSR1);
+        let slowest = (0..2)
+            .map(|i| {
+                let started = Instant::now();
+                cycle(&env, spinning.child.id(), &exe.path, i == 1);
+                started.elapsed()
+            })
+            .max()
+            .unwrap();
+        let _ = spinning.child.kill();
+        let _ = spinning.child.wait();
+        slowest
+    };
+    // Three times the cycles wanted, with a cycle's worth to spare: the slowest of a
+    // busy run is several times the typical one.
+    let spin = Duration::from_secs(15)
+        .max(calibration * 3 * (CYCLES - IDLE_CYCLES + 1) as u32)
+        .as_secs()
+        + 1;
+    let spin = Duration::from_secs(spin);
+    println!("cycles timed at up to {calibration:?} against a spinning fixture: spin {spin:?}");
     let mut fixture = Spawned::start(
         Command::new(&exe.path)
             .args(["-workers", "1", "-procs", "1", "-duration"])
-            .arg(format!("{}s", SPIN.as_secs()))
+            .arg(format!("{}s", spin.as_secs()))
             .env("GOPROBE_FIXTURE_TRIGGER", "signal"),
     );
     fixture.wait_line(Duration::from_secs(10), |line| line.contains("\"ready\""));
@@ -447,11 +476,11 @@ fn attach_detach_cycles_leave_no_breakpoint() {
         }
         if let Some(spin_start) = spinning {
             // Room for one more cycle, however slow, before the workload ends?
-            let time_left = SPIN.saturating_sub(spin_start.elapsed());
+            let time_left = spin.saturating_sub(spin_start.elapsed());
             if time_left < slowest * 6 / 5 + Duration::from_millis(300) {
                 assert!(
                     i >= CYCLES,
-                    "the machine is too slow: only {} cycles fit in the fixture's {SPIN:?} \
+                    "the machine is too slow: only {} cycles fit in the fixture's {spin:?} \
                      workload (cycles take up to {slowest:?})",
                     i - IDLE_CYCLES
                 );
@@ -526,7 +555,7 @@ fn attach_detach_cycles_leave_no_breakpoint() {
         fixture.child.try_wait().expect("try_wait").is_none(),
         "the fixture died after the cycles"
     );
-    let (status, lines) = fixture.finish(SPIN + Duration::from_secs(30));
+    let (status, lines) = fixture.finish(spin + Duration::from_secs(30));
     assert!(
         status.success(),
         "fixture exit: {status}; stdout: {lines:#?}"

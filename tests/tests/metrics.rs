@@ -269,6 +269,15 @@ fn promql(server: &str, query: &str) -> Vec<(Value, f64)> {
         .collect()
 }
 
+/// Prometheus's readiness endpoint says 200.
+fn prometheus_ready(server: &str) -> bool {
+    let (head, _) = http(
+        server,
+        &[b"GET /-/ready HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n"],
+    );
+    head.starts_with("HTTP/1.1 200")
+}
+
 /// A port nothing listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -361,7 +370,8 @@ fn prometheus_server_sees_per_process_series_of_all() {
     // Scraping goprobe before the workloads start.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let up = TcpStream::connect(&server).is_ok() && {
+        // It accepts connections before its storage is open, and answers 503 until then.
+        let up = TcpStream::connect(&server).is_ok() && prometheus_ready(&server) && {
             let up = promql(&server, "up{job=\"goprobe\"}");
             up.iter().any(|(_, value)| *value == 1.0)
         };

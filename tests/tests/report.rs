@@ -187,8 +187,12 @@ fn gc_stall_is_measured() {
     }
 }
 
-/// Seed Task 8: a goroutine inside a 2 s C call is never asked to stop (sysmon hands its
-/// P to another M instead), and the spinner that gets the P is preempted as usual.
+/// Seed Task 8: a goroutine inside a 2 s C call is not preempted (sysmon hands its P to
+/// another M instead), and the spinner that gets the P is preempted as usual. sysmon's
+/// `retake` does ask a goroutine in a syscall or C call to stop, once, when its time slice
+/// (`p.sysmontick.schedwhen`, from before the call) is already `forcePreemptNS` (10 ms)
+/// old: never here, but a slow CPU (a qemu guest without KVM) can take that long to get
+/// from the goroutine's start into C. Any ask during the call must be exactly that.
 #[test]
 fn cgo_call_is_not_preempted() {
     let env = env();
@@ -206,13 +210,29 @@ fn cgo_call_is_not_preempted() {
             result["c_call"]["start_ns"].as_u64().unwrap(),
             result["c_call"]["end_ns"].as_u64().unwrap(),
         );
-        let asked_in_c = traced.attempts.iter().any(|a| {
-            a["goid"] == cgo
-                && a["ts_ns"]
-                    .as_u64()
-                    .is_some_and(|ts| (start..end).contains(&ts))
-        });
-        assert!(!asked_in_c, "{release}: g{cgo} asked to stop while in C");
+        const FORCE_PREEMPT_NS: u64 = 10_000_000;
+        let asked_in_c: Vec<&Value> = traced
+            .attempts
+            .iter()
+            .filter(|a| {
+                a["goid"] == cgo
+                    && a["ts_ns"]
+                        .as_u64()
+                        .is_some_and(|ts| (start..end).contains(&ts))
+            })
+            .collect();
+        assert!(asked_in_c.len() <= 1, "{release}: {asked_in_c:#?}");
+        for a in &asked_in_c {
+            let (ts, ran) = (a["ts_ns"].as_u64().unwrap(), a["ran_ns"].as_u64());
+            assert!(
+                a["requester"] == "sysmon"
+                    && ran.is_some_and(|ran| ran >= FORCE_PREEMPT_NS && ts - ran < start)
+                    // Stopped, if at all, once back from C.
+                    && a["stamps"]["off"].as_u64().is_none_or(|off| off >= end),
+                "{release}: g{cgo} asked to stop in C (call {start}..{end}) other than for a \
+                 slice 10 ms old before it, or stopped in it: {a}"
+            );
+        }
         let spinner_row = goroutine(&traced.summary, spinner).expect("spinner in the table");
         assert!(
             spinner_row["async"].as_u64().unwrap() >= 50,

@@ -40,7 +40,11 @@ fn main() {
     let code = match outcome {
         Ok(code) => code,
         Err(err) => {
-            goprobe::diag!("goprobe: error: {err:#}");
+            let text = format!("{err:#}");
+            goprobe::diag!("goprobe: error: {text}");
+            if let Some(hint) = goprobe::preflight::perf_event_refusal_hint(&text) {
+                goprobe::diag!("goprobe: {hint}");
+            }
             1
         }
     };

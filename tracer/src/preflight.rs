@@ -8,7 +8,9 @@ use thiserror::Error;
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// The minimal set without root, measured on 6.18 (tests/tests/privileges.rs): BPF maps
 /// and programs, perf-type links, tracefs (mode 0700) for event ids and formats, and
-/// `/proc/PID/exe` of another user's process. CAP_SYS_ADMIN only to mount tracefs.
+/// `/proc/PID/exe` of another user's process. CAP_SYS_ADMIN only to mount tracefs, and on
+/// kernels with Debian's `perf_event_paranoid` level 3 (where it also stands in for the
+/// first two).
 pub const CAPABILITIES: &str = "CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (plus \
                                 CAP_SYS_PTRACE for another user's process)";
 const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
@@ -70,7 +72,11 @@ pub const USED_CAPABILITIES: [(u32, &str, &str); 5] = [
         "CAP_SYS_PTRACE",
         "for another user's process",
     ),
-    (CAP_SYS_ADMIN, "CAP_SYS_ADMIN", "only to mount tracefs"),
+    (
+        CAP_SYS_ADMIN,
+        "CAP_SYS_ADMIN",
+        "to mount tracefs, and under perf_event_paranoid 3",
+    ),
 ];
 
 /// The capabilities of [`USED_CAPABILITIES`] this process holds (effective) and those it
@@ -102,7 +108,11 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
-    // CAP_SYS_ADMIN is only needed to mount tracefs, and that failure says so itself.
+    // The kernel's bpf_capable() and perfmon_capable() also accept CAP_SYS_ADMIN (the
+    // older, broader grant), which Debian's perf_event_paranoid=3 requires anyway.
+    if cap_eff & (1 << CAP_SYS_ADMIN) != 0 {
+        return Vec::new();
+    }
     [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
         .into_iter()
         .filter(|(bit, _)| cap_eff & (1 << bit) == 0)
@@ -119,6 +129,38 @@ pub fn check_privileges() -> Result<(), PreflightError> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// `kernel.perf_event_paranoid`, when readable.
+pub fn perf_event_paranoid() -> Option<i32> {
+    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether this process holds CAP_SYS_ADMIN (effective).
+pub fn has_sys_admin() -> bool {
+    effective_capabilities() & (1 << CAP_SYS_ADMIN) != 0
+}
+
+/// What to add to an error whose cause is a refused `perf_event_open` (or missing
+/// privileges) on a kernel with Debian's `perf_event_paranoid` level 3, which refuses it
+/// to all but CAP_SYS_ADMIN (CAP_PERFMON notwithstanding): the capability set that works
+/// elsewhere fails here.
+pub fn perf_event_refusal_hint(error: &str) -> Option<String> {
+    let refused = error.contains("os error 13")
+        || error.contains("os error 1)")
+        || error.contains("goprobe needs root, or the capabilities");
+    let level = perf_event_paranoid()?;
+    (refused && level >= 3 && !has_sys_admin()).then(|| {
+        format!(
+            "kernel.perf_event_paranoid is {level} (Debian's own level): perf_event_open \
+             needs CAP_SYS_ADMIN there, whatever else is held; run goprobe as root, add \
+             CAP_SYS_ADMIN, or set kernel.perf_event_paranoid=2"
+        )
+    })
 }
 
 pub fn check_uprobes() -> Result<(), PreflightError> {
@@ -185,11 +227,8 @@ mod tests {
         assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
         assert!(missing_capabilities(0x1ff_ffff_ffff).is_empty());
         assert_eq!(missing_capabilities(0), ["CAP_BPF", "CAP_PERFMON"]);
-        // CAP_SYS_ADMIN alone is not enough, and not needed.
-        assert_eq!(
-            missing_capabilities(1 << CAP_SYS_ADMIN),
-            ["CAP_BPF", "CAP_PERFMON"]
-        );
+        // CAP_SYS_ADMIN stands in for both, as in the kernel.
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
         assert_eq!(missing_capabilities(1 << CAP_BPF), ["CAP_PERFMON"]);
     }
 }

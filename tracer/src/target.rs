@@ -66,7 +66,9 @@ impl Target {
     /// Whether the process still exists (it may have exited during attach).
     pub fn is_alive(&self) -> bool {
         // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(self.pid.get() as i32, 0) == 0 }
+        let sent = unsafe { libc::kill(self.pid.get() as i32, 0) } == 0;
+        // EPERM: it exists, and is another user's (goprobe without CAP_KILL).
+        sent || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 
     /// `GODEBUG=asyncpreemptoff=1` in its environment.
@@ -586,9 +588,16 @@ pub struct BlockedThread {
     pub name: String,
 }
 
-/// A second look at threads seen blocking SIGURG: long enough for a starting thread to
-/// reach `minit`, which unblocks it.
-const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// Further looks at threads seen blocking SIGURG, each after twice the wait of the last:
+/// a starting thread blocks every signal until it reaches `minit`, which takes well under
+/// the first 50 ms here but can take longer on a slow or overloaded CPU (a qemu guest
+/// without KVM). 750 ms in all, paid only when some thread blocks it.
+const BLOCKED_RECHECKS: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(400),
+];
 
 impl ProcessFacts {
     /// `GODEBUG=asyncpreemptoff=1` in its environment.
@@ -640,12 +649,15 @@ impl ProcessFacts {
                 blocked.push(tid);
             }
         }
-        if !blocked.is_empty() {
-            std::thread::sleep(BLOCKED_RECHECK);
+        for wait in BLOCKED_RECHECKS {
+            if blocked.is_empty() {
+                break;
+            }
+            std::thread::sleep(wait);
+            blocked.retain(|tid| blocks_sigurg(tid) == Some(true));
         }
         facts.sigurg_blocked = blocked
             .into_iter()
-            .filter(|tid| blocks_sigurg(tid) == Some(true))
             .filter_map(|tid| {
                 let name = fs::read_to_string(dir.join("task").join(&tid).join("comm"))
                     .unwrap_or_default();

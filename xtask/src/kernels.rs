@@ -67,6 +67,9 @@ const MODULES: &[&str] = &[
     "overlay",
 ];
 
+/// The guest's init. It must `switch_root`, not `chroot`: under a chroot, a process that
+/// `unshare` put in a mount namespace of its own shows its `/proc/PID/exe` from the
+/// namespace's real root (`/merged/tmp/…`), so `--all --exe /tmp/…` missed it.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -77,9 +80,7 @@ mount -t tmpfs tmpfs /rw; mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /merged || echo "goprobe-guest: overlay failed"
 mkdir -p /merged/goprobe-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /merged/goprobe-out
-chroot /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /goprobe-host-tmp; mount --bind /tmp /goprobe-host-tmp; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; mount -t cgroup2 cgroup2 /sys/fs/cgroup; ip link set lo up; . /goprobe-out/run.sh'
-sync
-poweroff -f
+exec switch_root /merged /bin/sh -c 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /goprobe-host-tmp; mount --bind /tmp /goprobe-host-tmp; mount -t tmpfs tmpfs /tmp; mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf; mount -t cgroup2 cgroup2 /sys/fs/cgroup; ip link set lo up; . /goprobe-out/run.sh; sync; /bin/busybox poweroff -f'
 "#;
 
 pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
@@ -416,6 +417,18 @@ fn boot(
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out)?;
     let newest = go::ensure(go::NEWEST)?;
+    // The guest reads the host's files live over 9p: a rebuild on the host while a guest
+    // runs would swap goprobe or a test binary under it (seen as SIGSEGVs). It runs
+    // copies instead, with the workload `goprobe verify` looks for beside goprobe.
+    let bin = kernel.dir.join("bin");
+    let _ = fs::remove_dir_all(&bin);
+    fs::create_dir_all(&bin)?;
+    for name in ["goprobe", "goprobe-workload"] {
+        let from = root.join("target/debug").join(name);
+        if from.exists() {
+            fs::copy(&from, bin.join(name)).with_context(|| format!("copying {name}"))?;
+        }
+    }
     let quote = |p: &Path| format!("'{}'", p.display());
     let harness: String = args
         .harness_args
@@ -438,7 +451,7 @@ fn boot(
          GOPROBE_TRACECOUNT={} GOPROBE_TRACE_GO={} GOCACHE={} GOPATH={}\n\
          uname -r > /goprobe-out/uname\n",
         quote(root),
-        quote(&root.join("target/debug/goprobe")),
+        quote(&bin.join("goprobe")),
         quote(&root.join("target/fixtures")),
         go::NEWEST,
         quote(&root.join("target/tools/tracecount")),
@@ -449,10 +462,12 @@ fn boot(
         quote(&root.join("target/go-path")),
     );
     for test in &args.tests {
-        let (_, exe) = binaries
+        let (_, built) = binaries
             .iter()
             .find(|(name, _)| name == test)
             .expect("built above");
+        let exe = &bin.join(test);
+        fs::copy(built, exe).with_context(|| format!("copying {}", built.display()))?;
         script += &format!(
             "start=$(date +%s); {} --test-threads=1{harness} > /goprobe-out/{test}.log 2>&1; \
              echo \"$? $(( $(date +%s) - start ))\" > /goprobe-out/{test}.rc\n",

@@ -125,10 +125,13 @@ fn btf() -> Check {
 /// uprobes where there is no uprobe_multi) to all but CAP_SYS_ADMIN, CAP_PERFMON or not:
 /// seen in Debian 12's 6.1 under `cargo xtask kernels`.
 fn perf_event(sys_admin: bool) -> Check {
-    let level = read_trimmed("/proc/sys/kernel/perf_event_paranoid").unwrap_or_else(|| "?".into());
-    let found = format!("kernel.perf_event_paranoid {level}");
-    match level.parse::<i32>() {
-        Ok(3..) if !sys_admin => Check::new(
+    let level = preflight::perf_event_paranoid();
+    let found = format!(
+        "kernel.perf_event_paranoid {}",
+        level.map_or("?".to_string(), |l| l.to_string())
+    );
+    match level {
+        Some(3..) if !sys_admin => Check::new(
             "perf_event",
             Status::Warn,
             found
@@ -136,7 +139,7 @@ fn perf_event(sys_admin: bool) -> Check {
                    CAP_PERFMON notwithstanding",
         )
         .fix("run goprobe as root, or set kernel.perf_event_paranoid=2"),
-        Ok(3..) => Check::new(
+        Some(3..) => Check::new(
             "perf_event",
             Status::Info,
             found + " (Debian's level 3: fine with CAP_SYS_ADMIN, which goprobe has)",
