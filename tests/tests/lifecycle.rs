@@ -519,6 +519,10 @@ fn attach_detach_cycles_leave_no_breakpoint() {
         cycles += 1;
     }
     let cycles_took = start.elapsed();
+    // At once, while the workload still runs: describing the breakpoints below reads the
+    // binary's symbols, seconds for a debug build under qemu without KVM.
+    let after = text_differences(pid, &exe.path);
+    let alive_after = fixture.child.try_wait().expect("try_wait").is_none();
     println!(
         "{cycles} attach/detach cycles ({IDLE_CYCLES} idle, {} spinning) in {cycles_took:?} \
          ({:?} each, slowest {slowest:?}); kernel events received idle {}, spinning {}; text \
@@ -550,11 +554,8 @@ fn attach_detach_cycles_leave_no_breakpoint() {
     }
     assert_eq!(while_attached.len(), 2, "SIGINT cycles ran in both phases");
 
-    assert_eq!(text_differences(pid, &exe.path), []);
-    assert!(
-        fixture.child.try_wait().expect("try_wait").is_none(),
-        "the fixture died after the cycles"
-    );
+    assert_eq!(after, []);
+    assert!(alive_after, "the fixture died after the cycles");
     let (status, lines) = fixture.finish(spin + Duration::from_secs(30));
     assert!(
         status.success(),

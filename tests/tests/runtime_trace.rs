@@ -256,15 +256,26 @@ fn gosched_flood_leaves_the_chain_exact() {
         }
     }
     // The flood really ran: the fixture's own count of its Gosched calls, and every one
-    // of them counted in the kernel (records may be lost, counts are not).
+    // of them counted in the kernel (records may be lost, counts are not). However fast
+    // the machine (42 000 calls in the second under qemu without KVM, millions here), its
+    // records must outnumber the chain's tenfold for the chain to be under a flood.
     let ops = traced.fixture()["ops"].as_u64().unwrap();
-    assert!(ops >= 100_000, "Gosched calls in 1 s: {ops}");
     let yields = summary["preemptions"]["voluntary_yields"]
         .as_u64()
         .expect("voluntary_yields");
     assert!(
         yields >= ops,
         "kernel-counted yields {yields} < the fixture's {ops}"
+    );
+    let events = summary["events"].as_object().expect("events per kind");
+    let chain: u64 = events
+        .iter()
+        .filter(|(kind, _)| *kind != "yield")
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    assert!(
+        ops >= 10 * chain,
+        "not a flood: {ops} Gosched calls against {chain} chain records"
     );
     eprintln!(
         "flood: {ops} Gosched calls, {yields} yields counted, {} yield records lost",

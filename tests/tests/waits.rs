@@ -28,7 +28,10 @@ fn async_preemptions(traced: &Traced, spinner: u64) -> Vec<Preemption> {
             let request = u64_of(&a["stamps"], "request");
             let event = traced
                 .events_of("preempt_request")
-                .find(|e| e["ts_ns"] == request && e["goid"] == spinner)
+                // The request's own goroutine: on a slow CPU sysmon can ask main (still
+                // starting after 10 ms), and the spinner that took over its M meets the
+                // signal.
+                .find(|e| e["ts_ns"] == request && e["goid"] == a["goid"])
                 .unwrap_or_else(|| panic!("no preempt_request event for {a}"));
             Preemption {
                 off: u64_of(&a["stamps"], "off"),
