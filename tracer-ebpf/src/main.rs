@@ -217,17 +217,17 @@ fn count_lost(kind: u32) {
 /// signal and exec tracepoints run with preemption off (under the signal lock, or in a
 /// tracepoint's own preempt-disabled section).
 mod guard {
+    /// The uprobe program's four copies (see `go_runtime`): 0 to 3.
     pub const GO_RUNTIME: u32 = 0;
-    pub const GO_RUNTIME_SPARE: u32 = 1;
-    pub const TP_SYS_ENTER_TGKILL: u32 = 2;
-    pub const TP_SYS_ENTER_TGKILL_SPARE: u32 = 3;
-    pub const TP_SYS_EXIT_TGKILL: u32 = 4;
-    pub const TP_SYS_EXIT_TGKILL_SPARE: u32 = 5;
-    pub const RAW_SYS_ENTER: u32 = 6;
-    pub const RAW_SYS_ENTER_SPARE: u32 = 7;
-    pub const RAW_SYS_EXIT: u32 = 8;
-    pub const RAW_SYS_EXIT_SPARE: u32 = 9;
-    pub const COUNT: u32 = 10;
+    pub const TP_SYS_ENTER_TGKILL: u32 = 4;
+    pub const TP_SYS_ENTER_TGKILL_SPARE: u32 = 5;
+    pub const TP_SYS_EXIT_TGKILL: u32 = 6;
+    pub const TP_SYS_EXIT_TGKILL_SPARE: u32 = 7;
+    pub const RAW_SYS_ENTER: u32 = 8;
+    pub const RAW_SYS_ENTER_SPARE: u32 = 9;
+    pub const RAW_SYS_EXIT: u32 = 10;
+    pub const RAW_SYS_EXIT_SPARE: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Per CPU and program: 1 while a run of the program is in progress on the CPU.

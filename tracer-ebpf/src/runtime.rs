@@ -38,11 +38,16 @@ const EXECUTE: u64 = EventKind::Execute as u64;
 #[uprobe]
 pub fn go_runtime(ctx: ProbeContext) -> u32 {
     let raw = ctx.as_ptr();
-    // Two copies of the body, each a BPF function with its own private stack: a hit while
-    // a run preempted on this CPU holds the first takes the second, and only a third at
-    // once is lost (counted).
-    if !crate::exclusively(crate::guard::GO_RUNTIME, || run::<0>(raw))
-        && !crate::exclusively(crate::guard::GO_RUNTIME_SPARE, || run::<1>(raw))
+    // Four copies of the body, each a BPF function with its own private stack: a hit while
+    // runs preempted on this CPU hold some takes the next free one, and only a fifth at
+    // once is lost (counted). With two, Debian's 7.2 under qemu without KVM still lost a
+    // sysmon tick and its request now and then (the runs are slow there, so often
+    // preempted).
+    use crate::{exclusively, guard::GO_RUNTIME};
+    if !exclusively(GO_RUNTIME, || run::<0>(raw))
+        && !exclusively(GO_RUNTIME + 1, || run::<1>(raw))
+        && !exclusively(GO_RUNTIME + 2, || run::<2>(raw))
+        && !exclusively(GO_RUNTIME + 3, || run::<3>(raw))
     {
         // SAFETY: the helper reads the cookie of the link that fired.
         let kind = unsafe { bpf_get_attach_cookie(raw) };
