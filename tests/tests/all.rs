@@ -134,8 +134,27 @@ fn all_traces_every_go_process_of_the_filter_running_or_started_later() {
         .collect();
     let (plain_count, cgo_count) = (plain_hits.hits(), cgo_hits.hits());
     drop((plain_hits, cgo_hits));
-    // Their exits are seen; goprobe goes on until told to stop.
-    std::thread::sleep(Duration::from_millis(300));
+    // Their exits are seen (each summary written as its last records are read, whatever
+    // the machine's speed); goprobe goes on until told to stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        // Whole lines only: goprobe may be writing the last.
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        let summarised = json_lines(whole)
+            .iter()
+            .filter(|line| line["type"] == "summary")
+            .filter_map(|line| line["pid"].as_u64())
+            .collect::<BTreeSet<u64>>();
+        if pids.iter().all(|pid| summarised.contains(&u64::from(*pid))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exits not summarised: {summarised:?} of {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         goprobe.try_wait().unwrap().is_none(),
         "--all runs until stopped"

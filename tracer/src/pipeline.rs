@@ -271,7 +271,9 @@ impl Pipeline {
         };
         let summary = self.summarise(pid, process, info, KernelCounters::default())?;
         self.total.add(&summary);
-        Ok(())
+        // Out now, not with the next records (there may be none for long): whoever reads
+        // the output as it grows sees the process end when goprobe does.
+        self.flush_outputs()
     }
 
     fn summarise(
