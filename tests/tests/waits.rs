@@ -144,6 +144,29 @@ fn tight_loop_hang_and_its_release() {
         assert_eq!(result["hung"], false, "{release}: {result}");
         let spinner = u64_of(result, "spinner_goid");
         let (yielded, resumed) = (u64_of(result, "yield_ns"), u64_of(result, "resumed_ns"));
+        // Shown if the check below fails (once, in a 7.2 guest under TCG): what the
+        // correlator made of the requests around the wait, and the raw preemption events.
+        let around = yielded.saturating_sub(30 * MS)..=resumed + 30 * MS;
+        for attempt in &traced.attempts {
+            let stamps = attempt["stamps"].as_object().unwrap();
+            if stamps
+                .values()
+                .filter_map(Value::as_u64)
+                .any(|ts| around.contains(&ts))
+            {
+                println!("{release}: around the wait: {attempt}");
+            }
+        }
+        for kind in ["async_preempt", "gosched", "do_sig_preempt"] {
+            for event in traced.events_of(kind) {
+                if event["ts_ns"]
+                    .as_u64()
+                    .is_some_and(|ts| around.contains(&ts))
+                {
+                    println!("{release}: around the wait: {event}");
+                }
+            }
+        }
         check_wait(
             release,
             &async_preemptions(&traced, spinner),
