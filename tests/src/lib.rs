@@ -834,3 +834,12 @@ pub fn text_differences(pid: u32, file: &Path) -> Vec<(u64, u8, u8)> {
     );
     differences
 }
+
+/// Debian's `kernel.perf_event_paranoid` level 3 (its kernels' default) here: it refuses
+/// `perf_event_open` to all but CAP_SYS_ADMIN.
+pub fn perf_event_needs_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|level| level.trim().parse::<i32>().ok())
+        .is_some_and(|level| level >= 3)
+}

@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use goprobe_integration::{env, temp_path};
+use goprobe_integration::{env, perf_event_needs_sys_admin, temp_path};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -34,15 +34,6 @@ fn goprobe_runs_with(goprobe: &Path, args: &[String], caps: &[&str]) {
         "goprobe {args:?} with only {caps:?}: {status}\n{stderr}"
     );
     assert!(stderr.contains("serving Prometheus metrics"), "{stderr}");
-}
-
-/// Debian's `kernel.perf_event_paranoid` level 3 (its kernels' default) refuses
-/// `perf_event_open` to all but CAP_SYS_ADMIN.
-fn perf_event_needs_sys_admin() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|level| level.trim().parse::<i32>().ok())
-        .is_some_and(|level| level >= 3)
 }
 
 fn goprobe_with_only(

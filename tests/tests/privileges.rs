@@ -25,7 +25,8 @@ use std::{
 };
 
 use goprobe_integration::{
-    Env, env, fixture_result, goprobe_fails, split_output, temp_path, wait_timeout,
+    Env, env, fixture_result, goprobe_fails, perf_event_needs_sys_admin, split_output, temp_path,
+    wait_timeout,
 };
 
 /// `nobody`: an unprivileged user that owns nothing on the host.
@@ -37,18 +38,10 @@ const COMMAND_CAPS: &[&str] = &["bpf", "perfmon", "dac_read_search"];
 /// `--pid` of a process of another user (root).
 const FOREIGN_PID_CAPS: &[&str] = &["bpf", "perfmon", "dac_read_search", "sys_ptrace"];
 
-/// Debian's `perf_event_paranoid` level 3 here: CAP_SYS_ADMIN is needed.
-fn paranoid_3() -> bool {
-    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|level| level.trim().parse::<i32>().ok())
-        .is_some_and(|level| level >= 3)
-}
-
 /// The set for this kernel: under `perf_event_paranoid` 3, CAP_SYS_ADMIN in place of
 /// CAP_BPF and CAP_PERFMON.
 fn for_this_kernel(caps: &[&'static str]) -> Vec<&'static str> {
-    if !paranoid_3() {
+    if !perf_event_needs_sys_admin() {
         return caps.to_vec();
     }
     std::iter::once("sys_admin")
