@@ -123,6 +123,12 @@ pub struct Cli {
     #[arg(long, hide_short_help = true)]
     pub entry_probes: bool,
 
+    /// Record the signal events at the classic tracepoints (fields from their tracefs
+    /// formats), as on a kernel without BTF, even where the raw ones (BTF) are there:
+    /// for comparing the two and testing the classic path on a kernel that has both.
+    #[arg(long, hide_short_help = true)]
+    pub classic_tracepoints: bool,
+
     /// How `tgkill` is hooked. `none` (default): no syscall hook; a call that succeeds is
     /// recorded where it generates the signal, one that fails is inferred (a signalM whose
     /// thread generates no signal), errno unknown. `exit`: its exit event too, for the

@@ -47,6 +47,20 @@ pub struct KernelCounters {
     pub submitted: PerKind,
     pub lost: PerKind,
     pub read_errors: PerKind,
+    /// Runs of each program the kernel itself skipped, where it counts them
+    /// (`bpf_prog_info.recursion_misses`): events goprobe never saw, of unknown kind.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+}
+
+impl KernelCounters {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    /// Events goprobe did not get: records lost to a full ring and runs the kernel skipped.
+    pub fn lost_total(&self) -> u64 {
+        self.lost.total() + self.skipped_total()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -496,7 +496,7 @@ impl Total {
     }
 
     pub fn lost_total(&self) -> u64 {
-        self.kernel.lost.total()
+        self.kernel.lost_total()
     }
 
     /// Records the kernel submitted that no process's pipeline decoded.
@@ -525,7 +525,7 @@ impl Summary {
     }
 
     pub fn lost_total(&self) -> u64 {
-        self.kernel.lost.total()
+        self.kernel.lost_total()
     }
 
     /// Records the kernel says it submitted but userspace never decoded (should be 0).

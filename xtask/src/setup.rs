@@ -43,7 +43,9 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<Setup> {
     };
     perfetto_protos()?;
     // A real Prometheus server scrapes `goprobe --all --metrics` in the tests.
-    util::apt_install_missing(&[("prometheus", "prometheus")])?;
+    // bpftrace: another tracing tool attached at the same time, whose program makes the
+    // kernel skip goprobe's (the `skipped` test).
+    util::apt_install_missing(&[("prometheus", "prometheus"), ("bpftrace", "bpftrace")])?;
     tracefs();
     Ok(Setup { go })
 }

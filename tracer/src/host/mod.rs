@@ -46,3 +46,31 @@ impl KernelFacts {
         self.task_pid.is_ok()
     }
 }
+
+/// The running kernel's release (`uname -r`), empty when unreadable.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A kernel release's `(major, minor)`, `(0, 0)` for what does not parse.
+pub fn kernel_version(release: &str) -> (u32, u32) {
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_version;
+
+    #[test]
+    fn kernel_versions_of_debian_and_upstream_releases() {
+        assert_eq!(kernel_version("6.1.0-57-amd64"), (6, 1));
+        assert_eq!(kernel_version("7.2.13+deb14-amd64"), (7, 2));
+        assert_eq!(kernel_version("6.18.0-rc1"), (6, 18));
+        assert_eq!(kernel_version("garbage"), (0, 0));
+    }
+}

@@ -9,8 +9,9 @@
 //! in `TRACED_TGIDS` with their binary's slot in `BINARIES`.
 
 pub mod multi;
+mod sys;
 
-use std::{num::NonZeroU32, path::Path};
+use std::{collections::BTreeMap, num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -378,7 +379,31 @@ impl LoadedTracer {
             submitted: read(names::SUBMITTED)?,
             lost: read(names::LOST)?,
             read_errors: read(names::READ_ERRORS)?,
+            skipped: self.skipped_runs(),
         })
+    }
+
+    /// Runs the kernel skipped, per loaded tracepoint program, on kernels that count
+    /// them: raw tracepoint programs since 6.2, classic ones since 6.7. uprobe programs
+    /// are never skipped (the kernel runs them nested; the program's own guard counts
+    /// what it cannot take as lost). A count that cannot be read is left out: it is a
+    /// safeguard, not worth failing a run over.
+    fn skipped_runs(&self) -> BTreeMap<String, u64> {
+        use std::os::fd::AsFd as _;
+        let kernel = crate::host::kernel_version(&crate::host::kernel_release());
+        let counted = |program: &aya::programs::Program| match program {
+            aya::programs::Program::RawTracePoint(_) => kernel >= (6, 2),
+            aya::programs::Program::TracePoint(_) => kernel >= (6, 7),
+            _ => false,
+        };
+        let mut skipped = BTreeMap::new();
+        for (name, program) in self.ebpf.programs().filter(|(_, p)| counted(p)) {
+            let Ok(fd) = program.fd() else { continue };
+            if let Ok(Some(misses)) = sys::recursion_misses(fd.as_fd()) {
+                skipped.insert(name.to_string(), misses);
+            }
+        }
+        skipped
     }
 
     /// Detaches every probe, closing the links in parallel (each uprobe or tracepoint

@@ -185,6 +185,28 @@ impl<W: Write> Write for Named<W> {
     }
 }
 
+/// What to tell the user when the kernel skipped runs of goprobe's programs: their events
+/// were never recorded, and nothing in the rings shows where.
+pub fn skip_advice(kernel: &crate::events::KernelCounters) -> Option<String> {
+    let total = kernel.skipped_total();
+    let programs: Vec<String> = kernel
+        .skipped
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(program, n)| format!("{program} {n}"))
+        .collect();
+    (total > 0).then(|| {
+        format!(
+            "the kernel skipped {total} runs of goprobe's programs ({}): it does not nest \
+             BPF programs on one CPU, so an event that fired while another tracing program \
+             (another tool's, or goprobe's own on a preemptible kernel) ran there was never \
+             recorded; the counts and attempts around it may be off. Trace without other \
+             BPF tracing tools attached",
+            programs.join(", ")
+        )
+    })
+}
+
 /// What to tell the user when records were lost: which kinds, in which ring, and the
 /// remedy. A chain loss can misclassify the attempts open then (marked `events_lost`);
 /// a bulk loss (yields, run slices) cannot: yields are still counted in the kernel.
@@ -225,4 +247,22 @@ pub fn loss_advice(lost: &crate::events::PerKind, ringbuf_kib: u32) -> String {
          --ringbuf-kib (now {ringbuf_kib})",
         parts.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_advice;
+    use crate::events::KernelCounters;
+
+    #[test]
+    fn skipped_runs_are_named_by_program_only_when_there_are_some() {
+        let mut kernel = KernelCounters::default();
+        kernel.skipped.insert("raw_signal_deliver".into(), 0);
+        assert_eq!(skip_advice(&kernel), None);
+        kernel.skipped.insert("tp_signal_generate".into(), 3);
+        let advice = skip_advice(&kernel).expect("advice");
+        assert!(advice.contains("skipped 3 runs"), "{advice}");
+        assert!(advice.contains("(tp_signal_generate 3)"), "{advice}");
+        assert_eq!(kernel.lost_total(), 3);
+    }
 }

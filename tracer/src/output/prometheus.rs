@@ -188,6 +188,19 @@ pub fn render(view: &MetricsView<'_>) -> String {
     }
     header(
         &mut out,
+        "goprobe_kernel_skipped_runs_total",
+        "counter",
+        "Runs of a goprobe program the kernel skipped because a BPF program was already \
+         running on the CPU: events never recorded (whole run; kernels that count them).",
+    );
+    for (program, skipped) in &view.kernel.skipped {
+        let _ = writeln!(
+            out,
+            "goprobe_kernel_skipped_runs_total{{program=\"{program}\"}} {skipped}"
+        );
+    }
+    header(
+        &mut out,
         "goprobe_malformed_records_total",
         "counter",
         "Ring buffer records goprobe could not decode.",

@@ -257,6 +257,13 @@ fn write_event_counts(
             "  WARNING: {lost} events lost (ring buffer full); retry with a larger --ringbuf-kib",
         )?;
     }
+    for (program, skipped) in kernel.skipped.iter().filter(|(_, n)| **n > 0) {
+        writeln!(
+            out,
+            "  WARNING: the kernel skipped {skipped} runs of {program} (another BPF program \
+             was running on that CPU): events of unknown kind never recorded",
+        )?;
+    }
     if unaccounted > 0 || malformed > 0 {
         writeln!(
             out,

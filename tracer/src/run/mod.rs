@@ -220,7 +220,8 @@ fn prepare_opened(
         slices: cli.wants_slices(),
         yields: cli.yields,
         at_entry: cli.entry_probes,
-        raw_tracepoints: kernel.is_none_or(KernelFacts::raw_tracepoints),
+        raw_tracepoints: !cli.classic_tracepoints
+            && kernel.is_none_or(KernelFacts::raw_tracepoints),
         syscall_hooks: cli.syscall_hooks,
         ..ReleaseFacts::for_version(&version)
     };

@@ -539,6 +539,9 @@ pub async fn finish(
             output::loss_advice(&kernel.lost, cli.ringbuf_kib)
         );
     }
+    if let Some(advice) = output::skip_advice(&kernel) {
+        crate::diag!("goprobe: warning: {advice}");
+    }
     Ok(Finished {
         code: match (status, child) {
             (Some(status), Some(_)) => status.as_exit_code(),

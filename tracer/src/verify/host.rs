@@ -93,11 +93,7 @@ fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
 
 fn kernel() -> Check {
     let release = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "?".into());
-    let mut parts = release
-        .split(['.', '-'])
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) >= (5, 15) {
+    if crate::host::kernel_version(&release) >= (5, 15) {
         Check::new("kernel", Status::Pass, format!("Linux {release}"))
     } else {
         Check::new(
