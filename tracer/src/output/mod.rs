@@ -193,18 +193,31 @@ pub fn skip_advice(kernel: &crate::events::KernelCounters) -> Option<String> {
         .skipped
         .iter()
         .filter(|(_, n)| **n > 0)
-        .map(|(program, n)| format!("{program} {n}"))
+        .map(|(program, n)| format!("{program} {n} ({})", what_a_skip_hides(program)))
         .collect();
     (total > 0).then(|| {
         format!(
-            "the kernel skipped {total} runs of goprobe's programs ({}): it does not nest \
+            "the kernel skipped {total} runs of goprobe's programs: {}. It does not nest \
              BPF programs on one CPU, so an event that fired while another tracing program \
              (another tool's, or goprobe's own on a preemptible kernel) ran there was never \
              recorded; the counts and attempts around it may be off. Trace without other \
              BPF tracing tools attached",
-            programs.join(", ")
+            programs.join("; ")
         )
     })
+}
+
+/// What one skipped run of `program` can have kept from goprobe.
+pub(crate) fn what_a_skip_hides(program: &str) -> &'static str {
+    if program.contains("sys_exit") {
+        "each at most a failed tgkill's errno: it runs for every syscall on the host, \
+         mostly other processes'"
+    } else if program.contains("sys_enter") {
+        "each at most a tgkill: it runs for every syscall on the host, mostly other \
+         processes'"
+    } else {
+        "each a signal event of a traced process or of another"
+    }
 }
 
 /// What to tell the user when records were lost: which kinds, in which ring, and the
@@ -262,7 +275,10 @@ mod tests {
         kernel.skipped.insert("tp_signal_generate".into(), 3);
         let advice = skip_advice(&kernel).expect("advice");
         assert!(advice.contains("skipped 3 runs"), "{advice}");
-        assert!(advice.contains("(tp_signal_generate 3)"), "{advice}");
+        assert!(
+            advice.contains("runs of goprobe's programs: tp_signal_generate 3 (each a signal"),
+            "{advice}"
+        );
         assert_eq!(kernel.lost_total(), 3);
     }
 }

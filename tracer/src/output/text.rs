@@ -260,8 +260,9 @@ fn write_event_counts(
     for (program, skipped) in kernel.skipped.iter().filter(|(_, n)| **n > 0) {
         writeln!(
             out,
-            "  WARNING: the kernel skipped {skipped} runs of {program} (another BPF program \
-             was running on that CPU): events of unknown kind never recorded",
+            "  WARNING: the kernel skipped {skipped} runs of {program} (a BPF program was \
+             already running on that CPU), never recorded: {}",
+            super::what_a_skip_hides(program)
         )?;
     }
     if unaccounted > 0 || malformed > 0 {
