@@ -216,7 +216,16 @@ fn tgkill_denied_by_seccomp_is_seen_by_raw_syscall_hooks() {
         .filter(|e| e["kind"] == "tgkill_failed")
         .collect();
     assert!(!failed.is_empty(), "{summary}");
-    assert_eq!(failed.len() as u64, count("signal_m"), "{summary}");
+    // One per signalM, but for runs of raw sys_exit the kernel skipped and counted: a
+    // kernel that runs syscall tracepoints preemptible (7.2) does not re-enter the
+    // program while another task on the CPU is preempted inside it.
+    let skipped = summary["skipped_by_kernel"]["raw_sys_exit"]
+        .as_u64()
+        .unwrap_or(0);
+    let unseen = count("signal_m")
+        .checked_sub(failed.len() as u64)
+        .unwrap_or_else(|| panic!("more failures than signalMs: {summary}"));
+    assert!(unseen <= skipped, "{unseen} failures unseen: {summary}");
     assert_eq!(count("tgkill"), 0, "none entered: {summary}");
     for event in failed {
         assert_eq!(event["errno"], 1, "EPERM: {event}");
