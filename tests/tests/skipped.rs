@@ -99,6 +99,22 @@ fn runs_the_kernel_skipped_are_counted_and_shown() {
         .events_of("signal_generate")
         .filter(|e| e["group"] == true && e["code"] == SI_KERNEL)
         .count() as u64;
+    // --list-probes says whether this kernel counts them, as the run below finds.
+    let listed = Command::new(&env.goprobe)
+        .args(["--classic-tracepoints", "--list-probes", "--"])
+        .arg(&fixture)
+        .output()
+        .expect("goprobe runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let kernel_line = listed
+        .lines()
+        .find(|l| l.starts_with("kernel: "))
+        .unwrap_or_else(|| panic!("no kernel line: {listed}"));
+    assert_eq!(
+        kernel_line.contains("runs the kernel skips counted"),
+        kernel_version() >= COUNTED_SINCE,
+        "{kernel_line}"
+    );
     let skipped = &traced.summary["skipped_by_kernel"];
     println!(
         "kernel {:?}: sent {sent}, recorded {recorded}, skipped {skipped}",

@@ -620,9 +620,11 @@ fn plan_one(
         let reason = match spec.condition {
             Condition::SlicesRequested => "run slices not requested (--slices)",
             Condition::YieldsRequested => "yields not requested (--yields)",
-            Condition::RawTracepoints => "no kernel BTF: the classic tracepoint instead",
+            Condition::RawTracepoints => {
+                "the classic tracepoint instead (no kernel BTF, or --classic-tracepoints)"
+            }
             Condition::RawSyscalls if facts.syscall_hooks == SyscallHooks::Raw => {
-                "no kernel BTF: the syscall events instead"
+                "the syscall events instead (no kernel BTF, or --classic-tracepoints)"
             }
             Condition::RawSyscalls => "not asked (--syscall-hooks raw)",
             Condition::SyscallEntryEvent if facts.syscall_hooks() == SyscallHooks::Raw => {
@@ -643,7 +645,9 @@ fn plan_one(
             {
                 "tgkill hooked at its syscall entry (--syscall-hooks)"
             }
-            Condition::TgkillAtRawGenerate => "no kernel BTF: the classic tracepoint instead",
+            Condition::TgkillAtRawGenerate => {
+                "the classic tracepoint instead (no kernel BTF, or --classic-tracepoints)"
+            }
             _ => "the raw tracepoint instead",
         };
         return Ok(PlanStatus::NotApplicable {

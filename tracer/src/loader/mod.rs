@@ -87,6 +87,11 @@ impl UprobeMode {
     }
 }
 
+/// The kernel counts the runs of a raw tracepoint program it skips since 6.2, of a
+/// classic one since 6.7 (`bpf_prog_info.recursion_misses`).
+pub const RAW_SKIPS_COUNTED_SINCE: (u32, u32) = (6, 2);
+pub const CLASSIC_SKIPS_COUNTED_SINCE: (u32, u32) = (6, 7);
+
 /// A link (a uprobe_multi fd, or one of aya's): dropping it detaches.
 type OwnedLink = Box<dyn Send>;
 
@@ -392,8 +397,8 @@ impl LoadedTracer {
         use std::os::fd::AsFd as _;
         let kernel = crate::host::kernel_version(&crate::host::kernel_release());
         let counted = |program: &aya::programs::Program| match program {
-            aya::programs::Program::RawTracePoint(_) => kernel >= (6, 2),
-            aya::programs::Program::TracePoint(_) => kernel >= (6, 7),
+            aya::programs::Program::RawTracePoint(_) => kernel >= RAW_SKIPS_COUNTED_SINCE,
+            aya::programs::Program::TracePoint(_) => kernel >= CLASSIC_SKIPS_COUNTED_SINCE,
             _ => false,
         };
         let mut skipped = BTreeMap::new();

@@ -113,7 +113,7 @@ pub async fn session(cli: Cli) -> anyhow::Result<Finished> {
             })
             .and_then(|()| {
                 use std::io::Write as _;
-                writeln!(io::stdout().lock(), "{}", kernel_features())
+                writeln!(io::stdout().lock(), "{}", kernel_features(&cli))
             });
         return match printed {
             // `goprobe --list-probes | head` closing the pipe is not an error.
@@ -611,17 +611,17 @@ impl Session {
 
 /// The kernel facts that decide how goprobe attaches, for `--list-probes`. The uprobe mode
 /// takes loading the object, so it is only probed with the privileges for that.
-fn kernel_features() -> String {
+fn kernel_features(cli: &Cli) -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let btf = std::path::Path::new(crate::host::VMLINUX_BTF).exists();
     // Without the facts (they need tracefs), from whether the kernel has BTF at all.
-    let mut raw_tracepoints = btf;
+    let mut raw_tracepoints = btf && !cli.classic_tracepoints;
     let readable_tracefs =
         std::fs::metadata(std::path::Path::new(preflight::TRACEFS).join("events")).is_ok();
     let uprobes = if preflight::check_privileges().is_ok() && readable_tracefs {
         match KernelFacts::read(preflight::TRACEFS.as_ref(), false) {
             Ok(facts) => {
-                raw_tracepoints = facts.raw_tracepoints();
+                raw_tracepoints = facts.raw_tracepoints() && !cli.classic_tracepoints;
                 crate::loader::probe_uprobe_mode(&facts.settings)
                     .unwrap_or_else(|err| format!("the object does not load: {err}"))
             }
@@ -630,8 +630,19 @@ fn kernel_features() -> String {
     } else {
         "not probed (needs root, or CAP_BPF, CAP_PERFMON and a readable tracefs)".to_string()
     };
+    let since = if raw_tracepoints {
+        crate::loader::RAW_SKIPS_COUNTED_SINCE
+    } else {
+        crate::loader::CLASSIC_SKIPS_COUNTED_SINCE
+    };
+    let skips = if crate::host::kernel_version(release.trim()) >= since {
+        "counted"
+    } else {
+        "not counted by this kernel"
+    };
     format!(
-        "kernel: Linux {}; BTF {}; signal tracepoints {}; uprobes: {uprobes}",
+        "kernel: Linux {}; BTF {}; signal tracepoints {}; runs the kernel skips {skips}; \
+         uprobes: {uprobes}",
         release.trim(),
         if btf { "present" } else { "absent" },
         if raw_tracepoints {
