@@ -116,6 +116,38 @@ impl Traced {
         })
     }
 
+    /// Goroutine ids preempted asynchronously inside the fixture's window (sorted, each
+    /// once), less main's preemptions of the one form the runtime gives them there. Main
+    /// (g1) still runs at the window's edges (releasing the workers, calling Sleep);
+    /// when its time slice began over 10 ms earlier (a slow or loaded start-up), sysmon
+    /// asks it then. Allowed only as exactly that: an attempt by sysmon's retake for a
+    /// slice at least 10 ms old (`ran_ns`).
+    pub fn async_preempted_in_window(&self) -> Vec<u64> {
+        const MAIN: u64 = 1;
+        const FORCE_PREEMPT_NS: u64 = 10_000_000;
+        let attempt = |id: &Value| self.attempts.iter().find(|a| a["id"] == *id);
+        let mut goids: Vec<u64> = self
+            .in_window("async_preempt")
+            .filter(|e| {
+                if e["goid"] != MAIN {
+                    return true;
+                }
+                let found = attempt(&e["attempt"]);
+                let explained = found.is_some_and(|a| {
+                    a["requester"] == "sysmon"
+                        && a["ran_ns"].as_u64().is_some_and(|r| r >= FORCE_PREEMPT_NS)
+                });
+                // Shown if the caller's check fails.
+                println!("main preempted in the window ({explained}): {e} by {found:?}");
+                !explained
+            })
+            .map(|e| u64_of(e, "goid"))
+            .collect();
+        goids.sort_unstable();
+        goids.dedup();
+        goids
+    }
+
     pub fn count(&self, kind: &str) -> u64 {
         self.summary["events"][kind]
             .as_u64()

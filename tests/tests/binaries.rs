@@ -45,12 +45,7 @@ fn check(traced: &Traced, what: &str) {
     }
     let fixture = traced.fixture();
     let workers = sorted(traced.worker_goids());
-    let preempted = sorted(
-        traced
-            .in_window("async_preempt")
-            .map(|e| e["goid"].as_u64().expect("goid read"))
-            .collect(),
-    );
+    let preempted = traced.async_preempted_in_window();
     assert_eq!(preempted, workers, "{what}: goroutine ids");
     // Top location: the fixture's own loop, by function and by a line with code in it.
     let top: &Value = &traced.summary["top_async_locations"][0]["location"];

@@ -110,12 +110,7 @@ fn spinner_chain(env: &Env, release: &str, goprobe_args: &[&str], tgkill_hook: &
     // The goroutines preempted are exactly the workers, by the ids they report.
     let mut worker_goids = traced.worker_goids();
     worker_goids.sort_unstable();
-    let mut preempted: Vec<u64> = traced
-        .in_window("async_preempt")
-        .map(|e| u64_of(e, "goid"))
-        .collect();
-    preempted.sort_unstable();
-    preempted.dedup();
+    let preempted = traced.async_preempted_in_window();
     assert_eq!(
         preempted, worker_goids,
         "{release}: preempted goroutine ids"

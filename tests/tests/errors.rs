@@ -245,10 +245,7 @@ fn newer_release_assumes_the_nearest_layout() {
         .iter()
         .map(|w| w["goid"].as_u64().unwrap())
         .collect();
-    let preempted: Vec<u64> = traced
-        .in_window("async_preempt")
-        .filter_map(|e| e["goid"].as_u64())
-        .collect();
+    let preempted = traced.async_preempted_in_window();
     assert!(!preempted.is_empty());
     assert!(
         preempted.iter().all(|g| workers.contains(g)),
