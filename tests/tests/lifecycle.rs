@@ -882,10 +882,11 @@ fn signal_at_attach(env: &Env, exe: &Path, target: Option<u32>, signal: i32) -> 
     } else {
         "ended by SIGTERM"
     };
+    // Until the pipe's end: the reader thread may not have passed on goprobe's last lines
+    // when the exit is seen (seen once in CI: exit 0, summary not yet read).
+    let mut lines = std::iter::from_fn(|| stdout.recv_timeout(Duration::from_secs(10)).ok());
     match (status.code(), status.signal()) {
-        (Some(code), _) if stdout.try_iter().any(|line| line.contains(ended_by)) => {
-            Outcome::Handled(code)
-        }
+        (Some(code), _) if lines.any(|line| line.contains(ended_by)) => Outcome::Handled(code),
         (Some(code), _) => Outcome::ExitedOtherwise(code),
         (None, Some(signal)) => Outcome::KilledBySignal(signal),
         (None, None) => unreachable!("{status}"),
