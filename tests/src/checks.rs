@@ -86,9 +86,15 @@ pub fn assert_async_follows_sysmon_signal(traced: &Traced, release: &str) {
 }
 
 pub fn assert_nothing_lost(traced: &Traced, release: &str) {
+    assert_lost_exactly(traced, release, 0);
+}
+
+/// `lost_total` is `lost` (events the caller has accounted for), and nothing submitted
+/// went unreceived or undecoded.
+pub fn assert_lost_exactly(traced: &Traced, release: &str, lost: u64) {
     let summary = &traced.summary;
     assert_eq!(
-        summary["lost_total"], 0,
+        summary["lost_total"], lost,
         "{release}: lost events: {summary}"
     );
     assert_eq!(

@@ -104,6 +104,8 @@ pub struct LoadedTracer {
     /// Each traced process's index in [`names::YIELDS`], and the indexes free again.
     counters: std::collections::HashMap<u32, u32>,
     free_counters: Vec<u32>,
+    /// The running kernel's `(major, minor)`: which programs' skipped runs it counts.
+    kernel: (u32, u32),
 }
 
 /// aya-log's level global in the object (`aya_log_common::Level`: 0 off, 1 error … 5
@@ -183,6 +185,7 @@ impl LoadedTracer {
             links: Vec::new(),
             counters: std::collections::HashMap::new(),
             free_counters: (0..tracer_common::MAX_PROCESSES).rev().collect(),
+            kernel: crate::host::kernel_version(&crate::host::kernel_release()),
         })
     }
 
@@ -395,10 +398,9 @@ impl LoadedTracer {
     /// safeguard, not worth failing a run over.
     fn skipped_runs(&self) -> BTreeMap<String, u64> {
         use std::os::fd::AsFd as _;
-        let kernel = crate::host::kernel_version(&crate::host::kernel_release());
         let counted = |program: &aya::programs::Program| match program {
-            aya::programs::Program::RawTracePoint(_) => kernel >= RAW_SKIPS_COUNTED_SINCE,
-            aya::programs::Program::TracePoint(_) => kernel >= CLASSIC_SKIPS_COUNTED_SINCE,
+            aya::programs::Program::RawTracePoint(_) => self.kernel >= RAW_SKIPS_COUNTED_SINCE,
+            aya::programs::Program::TracePoint(_) => self.kernel >= CLASSIC_SKIPS_COUNTED_SINCE,
             _ => false,
         };
         let mut skipped = BTreeMap::new();

@@ -612,7 +612,7 @@ impl Session {
 /// The kernel facts that decide how goprobe attaches, for `--list-probes`. The uprobe mode
 /// takes loading the object, so it is only probed with the privileges for that.
 fn kernel_features(cli: &Cli) -> String {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = crate::host::kernel_release();
     let btf = std::path::Path::new(crate::host::VMLINUX_BTF).exists();
     // Without the facts (they need tracefs), from whether the kernel has BTF at all.
     let mut raw_tracepoints = btf && !cli.classic_tracepoints;
@@ -635,7 +635,7 @@ fn kernel_features(cli: &Cli) -> String {
     } else {
         crate::loader::CLASSIC_SKIPS_COUNTED_SINCE
     };
-    let skips = if crate::host::kernel_version(release.trim()) >= since {
+    let skips = if crate::host::kernel_version(&release) >= since {
         "counted"
     } else {
         "not counted by this kernel"
@@ -643,7 +643,7 @@ fn kernel_features(cli: &Cli) -> String {
     format!(
         "kernel: Linux {}; BTF {}; signal tracepoints {}; runs the kernel skips {skips}; \
          uprobes: {uprobes}",
-        release.trim(),
+        release,
         if btf { "present" } else { "absent" },
         if raw_tracepoints {
             "raw (BTF)"
